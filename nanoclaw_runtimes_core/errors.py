@@ -1,0 +1,68 @@
+"""Errors with messages meant for the user, and the CLI exit status each maps to."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class ExitStatus:
+    """Documented exit statuses of the ``nanoclaw-runtimes`` command."""
+
+    OK = 0
+    RUN_FAILED = 1
+    USAGE = 2
+    CONFIG = 3
+    TIMEOUT = 124
+    INTERRUPTED = 130
+
+
+class UserError(Exception):
+    """A problem the user can fix; the message says what, where and how."""
+
+    exit_status = ExitStatus.USAGE
+
+
+class ConfigError(UserError):
+    """One or more invalid settings. ``problems`` holds one line each, e.g.
+    ``groups/dev/config.json: containerConfig.cpus: expected an integer, got "four"``.
+    """
+
+    exit_status = ExitStatus.CONFIG
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class RuntimeNotFound(UserError):
+    """The configured runtime name is not installed."""
+
+    exit_status = ExitStatus.CONFIG
+
+
+class PluginError(UserError):
+    """A runtime plugin could not be loaded (bad hook, duplicate runtime name, import error)."""
+
+    exit_status = ExitStatus.CONFIG
+
+
+class EngineUnavailable(UserError):
+    """The runtime's engine is not usable on this host."""
+
+    exit_status = ExitStatus.RUN_FAILED
+
+
+class RuntimeFailure(Exception):
+    """An unexpected exception raised inside a runtime plugin's hook."""
+
+    exit_status = ExitStatus.RUN_FAILED
+
+    def __init__(self, runtime: str, distribution: str, hook: str, cause: BaseException) -> None:
+        self.runtime = runtime
+        self.distribution = distribution
+        self.hook = hook
+        self.cause = cause
+        super().__init__(
+            f"runtime {runtime!r} (from {distribution}) failed in {hook}: "
+            f"{type(cause).__name__}: {cause}"
+        )
