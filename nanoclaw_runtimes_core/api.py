@@ -41,9 +41,15 @@ from .models import (
     StatsRequest,
     StatsRow,
 )
-from .mounts import MountPlan, contract_mounts
+from .mounts import MountPlan, contract_mounts, describe_rejection
 from .plugins import AUTO_ORDER, Registry, default_registry
-from .settings import CoreSettings, known_keys, resolve_settings
+from .settings import (
+    CoreSettings,
+    known_keys,
+    raise_problems,
+    resolve_settings,
+    try_resolve_settings,
+)
 
 Progress = Callable[[str, "float | None"], None]
 
@@ -58,6 +64,7 @@ class GroupPlan:
     mounts: MountPlan
     timeout_ms: int
     config_file: Path
+    core: CoreSettings
 
 
 class Runtimes:
@@ -121,8 +128,9 @@ class Runtimes:
             "(pip install nanoclaw-runtime-container); `nanoclaw-runtimes doctor` says more"
         )
 
-    def _runtime_settings(self, runtime: str, values: Mapping[str, Any] | None,
-                          group_file: str) -> Any:
+    def _runtime_settings(
+        self, runtime: str, values: Mapping[str, Any] | None, group_file: str
+    ) -> Any:
         cls = self.registry.get(runtime).settings_class
         if cls is None:
             return None
@@ -139,55 +147,73 @@ class Runtimes:
         """The runtime name a group runs on (group config > CONTAINER_RUNTIME > auto)."""
         return self.plan(folder).runtime
 
-    def plan(self, folder: str, *, runtime: str | None = None,
-             timeout_ms: int | None = None) -> GroupPlan:
+    def plan(
+        self, folder: str, *, runtime: str | None = None, timeout_ms: int | None = None
+    ) -> GroupPlan:
         """Resolve a group: its folder, config, runtime, settings, mounts and timeout.
 
         Raises :class:`ConfigError` with every problem found, or :class:`UserError`.
         """
         group = resolve_group(self.project, folder)
-        core = self.core_settings()
-        cfg = config_mod.load_group_config(self.project, group.folder)
+        dotenv = self._dotenv()
+        cfg = config_mod.load_group_config(self.project, group.folder, strict=False)
+        core_r = try_resolve_settings(CoreSettings, group_values=None, group_file=cfg.file,
+                                      environ=self.environ, dotenv=dotenv)
+        core = core_r.settings
         name = runtime or cfg.runtime or core.runtime or self.detect_runtime()
-        self.registry.get(name)  # unknown runtime: a clear error first
-        rel = cfg.path.relative_to(self.project.root).as_posix()
+        try:
+            info = self.registry.get(name)
+        except RuntimeNotFound as exc:
+            where = ("--runtime" if runtime else
+                     f"{cfg.file}: containerConfig.runtime" if cfg.runtime else
+                     "CONTAINER_RUNTIME")
+            raise RuntimeNotFound(f"{where}: {exc}") from None
         others = {
-            info.name: known_keys(info.settings_class) if info.settings_class else set()
-            for info in self.registry.infos()
-            if info.name != name
+            other.name: known_keys(other.settings_class) if other.settings_class else set()
+            for other in self.registry.infos()
+            if other.name != name
         }
-        cls = self.registry.get(name).settings_class
-        config_mod.check_group_keys(
-            cfg, name, known_keys(cls) if cls is not None else set(), others
+        found = config_mod.try_resolve_group_settings(
+            cfg, info.settings_class, runtime_name=name, other_runtimes_keys=others,
+            environ=self.environ, dotenv=dotenv,
         )
-        settings = self._runtime_settings(name, cfg.raw, rel)
+        raise_problems(found.problems, core_r.problems)
+        settings = found.settings
         mounts = contract_mounts(
-            self.project,
-            group,
-            cfg.additional_mounts,
-            Path(core.allowlist_path).expanduser(),
+            self.project, group, cfg.additional_mounts,
+            self.project.resolve(core.allowlist_path),
         )
-        timeout = (
-            timeout_ms
-            or cfg.timeout
-            or getattr(settings, "timeout", None)
-            or core.timeout
-        )
+        timeout = timeout_ms or cfg.timeout or getattr(settings, "timeout", None) or core.timeout
         if timeout <= 0:
             raise UserError(f"--timeout: expected a positive number of milliseconds, got {timeout}")
-        return GroupPlan(group=group, runtime=name, settings=settings, mounts=mounts,
-                         timeout_ms=timeout, config_file=cfg.path)
+        return GroupPlan(
+            group=group,
+            runtime=name,
+            settings=settings,
+            mounts=mounts,
+            timeout_ms=timeout,
+            config_file=cfg.path,
+            core=core,
+        )
 
     @contextlib.contextmanager
-    def _exclusive(self, group: Group, *, on_wait: Callable[[str], None] | None = None
-                   ) -> Iterator[None]:
+    def _exclusive(
+        self, plan: GroupPlan, *, on_wait: Callable[[str], None] | None = None
+    ) -> Iterator[None]:
         """Hold the group's lock, then a run slot of ``MAX_CONCURRENT_CONTAINERS``."""
-        with _hold(group_lock(self.project, group.folder), on_wait,
-                   f"group {group.folder!r} is busy with another run; waiting for it to finish"):
-            size = self.core_settings().max_concurrent
+        group = plan.group
+        with _hold(
+            group_lock(self.project, group.folder),
+            on_wait,
+            f"group {group.folder!r} is busy with another run; waiting for it to finish",
+        ):
+            size = plan.core.max_concurrent
             pool = SlotPool(locks_dir(self.project), size, name="run-slot")
-            with pool.slot(on_wait=(lambda: on_wait(f"all {size} run slots are busy; waiting"))
-                           if on_wait else None):
+            with pool.slot(
+                on_wait=(lambda: on_wait(f"all {size} run slots are busy; waiting"))
+                if on_wait
+                else None
+            ):
                 yield
 
     # ----------------------------------------------------------------- hooks
@@ -213,10 +239,10 @@ class Runtimes:
             )
         plan = self.plan(folder, runtime=runtime, timeout_ms=timeout_ms)
         sink = sink or OutputSink()
-        problems = [f"mount {r.host_path} rejected: {r.reason}" for r in plan.mounts.rejected]
+        problems = [describe_rejection(r) for r in plan.mounts.rejected] + list(plan.mounts.notes)
         for problem in problems:
             sink.on_problem(problem)
-        verbose = self.core_settings().debug if debug is None else debug
+        verbose = plan.core.debug if debug is None else debug
         request = ExecuteRequest(
             project=self.project,
             group=plan.group,
@@ -229,12 +255,14 @@ class Runtimes:
             run_id=uuid.uuid4().hex[:12],
             debug=verbose,
         )
-        with self._exclusive(plan.group, on_wait=sink.on_problem):
+        with self._exclusive(plan, on_wait=sink.on_problem):
             self._ensure_engine(plan.runtime, plan.settings)
             self.registry.call(
-                plan.runtime, "prepare",
-                request=PrepareRequest(project=self.project, settings=plan.settings,
-                                       group=plan.group),
+                plan.runtime,
+                "prepare",
+                request=PrepareRequest(
+                    project=self.project, settings=plan.settings, group=plan.group
+                ),
             )
             started = datetime.now(timezone.utc)
             result = self.registry.call(plan.runtime, "execute", request=request)
@@ -245,9 +273,17 @@ class Runtimes:
                 )
         from .runlog import write_run_log
 
-        write_run_log(group=plan.group, runtime=plan.runtime, result=result, started=started,
-                      inp=input, command=request.command, mounts=request.mounts,
-                      problems=problems, verbose=verbose)
+        write_run_log(
+            group=plan.group,
+            runtime=plan.runtime,
+            result=result,
+            started=started,
+            inp=input,
+            command=request.command,
+            mounts=request.mounts,
+            problems=problems,
+            verbose=verbose,
+        )
         return result
 
     def _ensure_engine(self, runtime: str, settings: Any) -> None:
@@ -260,36 +296,53 @@ class Runtimes:
                 + (f"\nfix: {status.fix}" if status.fix else "")
             )
 
-    def prepare(self, folder: str | None = None, *, base_runtime: str | None = None,
-                progress: Progress | None = None, force: bool = False,
-                options: Mapping[str, Any] | None = None) -> str | None:
+    def prepare(
+        self,
+        folder: str | None = None,
+        *,
+        base_runtime: str | None = None,
+        progress: Progress | None = None,
+        force: bool = False,
+        options: Mapping[str, Any] | None = None,
+    ) -> str | None:
         """Prepare a group (``folder``) or a runtime's base (``base_runtime``)."""
         report = progress or (lambda message, fraction: None)
-        if folder is not None:
-            plan = self.plan(folder)
-            runtime, settings, group = plan.runtime, plan.settings, plan.group
-        elif base_runtime is not None:
-            runtime, settings, group = base_runtime, self._runtime_settings(base_runtime, None,
-                                                                            ""), None
-        else:
-            raise UserError("prepare needs a group or --base RUNTIME")
-        self._require(runtime, "prepare")
-        request = PrepareRequest(project=self.project, settings=settings, group=group,
-                                 progress=report, force=force, options=dict(options or {}))
-        if group is None:
-            return self.registry.call(runtime, "prepare", request=request)
-        with self._exclusive(group, on_wait=lambda m: report(m, None)):
-            return self.registry.call(runtime, "prepare", request=request)
+        if folder is None:
+            if base_runtime is None:
+                raise UserError("prepare needs a group or --base RUNTIME")
+            self._require(base_runtime, "prepare")
+            request = PrepareRequest(
+                project=self.project,
+                settings=self._runtime_settings(base_runtime, None, ""),
+                progress=report,
+                force=force,
+                options=dict(options or {}),
+            )
+            return self.registry.call(base_runtime, "prepare", request=request)
+        plan = self.plan(folder)
+        self._require(plan.runtime, "prepare")
+        request = PrepareRequest(
+            project=self.project,
+            settings=plan.settings,
+            group=plan.group,
+            progress=report,
+            force=force,
+            options=dict(options or {}),
+        )
+        with self._exclusive(plan, on_wait=lambda m: report(m, None)):
+            return self.registry.call(plan.runtime, "prepare", request=request)
 
     def reset(self, folder: str) -> list[str]:
         """Throw away what the group's runtime keeps for it; waits for a running execution."""
         plan = self.plan(folder)
         self._require(plan.runtime, "reset")
-        with self._exclusive(plan.group):
+        with self._exclusive(plan):
             removed = self.registry.call(
-                plan.runtime, "reset",
-                request=GroupRequest(project=self.project, group=plan.group,
-                                     settings=plan.settings),
+                plan.runtime,
+                "reset",
+                request=GroupRequest(
+                    project=self.project, group=plan.group, settings=plan.settings
+                ),
             )
         return list(removed or [])
 
@@ -300,16 +353,23 @@ class Runtimes:
             if not self.registry.implements(name, "stats"):
                 continue
             settings = self._runtime_settings(name, None, "")
-            found = self.registry.call(
-                name, "stats", request=StatsRequest(project=self.project, settings=settings)
-            ) or []
+            found = (
+                self.registry.call(
+                    name, "stats", request=StatsRequest(project=self.project, settings=settings)
+                )
+                or []
+            )
             rows += [r if r.runtime else evolve(r, runtime=name) for r in found]
         return rows
 
     def check_config(self, folder: str | None = None) -> dict[str, list[str]]:
-        """Every problem per group (an empty list when a group is fine)."""
+        """Every problem per group (an empty list when a group is fine), and under ``.env``
+        the lines of the project's ``.env`` that cannot be parsed."""
         folders = [folder] if folder else [g.folder for g in list_groups(self.project)]
         report: dict[str, list[str]] = {}
+        env_problems = config_mod.dotenv_problems(self.project.root)
+        if env_problems:
+            report[config_mod.DOTENV_FILE] = [str(p) for p in env_problems]
         for name in folders:
             try:
                 plan = self.plan(name)
@@ -318,11 +378,10 @@ class Runtimes:
             except UserError as exc:
                 report[name] = str(exc).splitlines()
             else:
+                rel = plan.config_file.relative_to(self.project.root).as_posix()
                 report[name] = [
-                    f"{plan.config_file.relative_to(self.project.root).as_posix()}: "
-                    f"mount {r.host_path} rejected: {r.reason}"
-                    for r in plan.mounts.rejected
-                ]
+                    f"{rel}: {describe_rejection(r)}" for r in plan.mounts.rejected
+                ] + [f"{rel}: {note}" for note in plan.mounts.notes]
         return report
 
     def _require(self, runtime: str, hook: str) -> None:

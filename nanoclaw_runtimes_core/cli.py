@@ -32,23 +32,37 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit statuses: 0 ok, 1 run failed, 2 usage, 3 config, 124 timeout, "
         "130 interrupted; `run -- COMMAND` passes the command's status through.",
     )
-    parser.add_argument("--root", metavar="DIR",
-                        help="NanoClaw project root (default: $NANOCLAW_ROOT or the current folder)")
+    parser.add_argument(
+        "--root",
+        metavar="DIR",
+        help="NanoClaw project root (default: $NANOCLAW_ROOT or the current folder)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = sub.add_parser("run", help="run a group's agent (ContainerInput on stdin) or a command")
     run.add_argument("group")
     run.add_argument("--runtime", metavar="NAME", help="use this runtime instead of the group's")
-    run.add_argument("--timeout", metavar="MS", type=_positive_int,
-                     help="idle timeout in milliseconds (each output block restarts it)")
-    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND...",
-                     help="run this command in the group's sandbox instead of the agent")
+    run.add_argument(
+        "--timeout",
+        metavar="MS",
+        type=_positive_int,
+        help="idle timeout in milliseconds (each output block restarts it)",
+    )
+    run.add_argument(
+        "argv",
+        nargs=argparse.REMAINDER,
+        metavar="-- COMMAND...",
+        help="run this command in the group's sandbox instead of the agent",
+    )
 
     prep = sub.add_parser("prepare", help="prepare a group, or a runtime's base with --base")
     prep.add_argument("group", nargs="?")
     prep.add_argument("--base", metavar="RUNTIME", help="build the runtime's base image or VM")
-    prep.add_argument("--minimal", action="store_true",
-                      help="with --base: a minimal base that builds in seconds (where supported)")
+    prep.add_argument(
+        "--minimal",
+        action="store_true",
+        help="with --base: a minimal base that builds in seconds (where supported)",
+    )
     prep.add_argument("--force", action="store_true", help="rebuild even if it exists")
 
     reset = sub.add_parser("reset", help="throw away the state a group's runtime keeps")
@@ -113,6 +127,7 @@ class _CliSink(OutputSink):
 def _progress():  # type: ignore[no-untyped-def]
     """A progress reporter: a rich bar on a terminal, plain lines otherwise."""
     if not sys.stderr.isatty():
+
         def plain(message: str, fraction: float | None) -> None:
             pct = f" ({fraction:.0%})" if fraction is not None else ""
             _err(f"{message}{pct}")
@@ -138,8 +153,13 @@ def cmd_run(rt: Runtimes, args: argparse.Namespace) -> int:
         argv = argv[1:]
     sink = _CliSink()
     if argv:
-        result = rt.execute(args.group, command=tuple(argv), runtime=args.runtime,
-                            timeout_ms=args.timeout, sink=sink)
+        result = rt.execute(
+            args.group,
+            command=tuple(argv),
+            runtime=args.runtime,
+            timeout_ms=args.timeout,
+            sink=sink,
+        )
         if result.timed_out:
             _err(f"timed out after {result.timeout_ms} ms without output")
             return ExitStatus.TIMEOUT
@@ -150,14 +170,17 @@ def cmd_run(rt: Runtimes, args: argparse.Namespace) -> int:
     from .protocol import InputError, decode_input
 
     if sys.stdin.isatty():
-        raise UserError("run GROUP reads a ContainerInput JSON object on stdin; pipe one in, "
-                        "or give a command after --")
+        raise UserError(
+            "run GROUP reads a ContainerInput JSON object on stdin; pipe one in, "
+            "or give a command after --"
+        )
     try:
         inp = decode_input(sys.stdin.buffer.read())
     except InputError as exc:
         raise UserError(str(exc)) from None
-    result = rt.execute(args.group, input=inp, runtime=args.runtime, timeout_ms=args.timeout,
-                        sink=sink)
+    result = rt.execute(
+        args.group, input=inp, runtime=args.runtime, timeout_ms=args.timeout, sink=sink
+    )
     if result.status == "success":
         if result.timed_out:
             _err(f"idle for {result.timeout_ms} ms after output; sandbox stopped (success)")
@@ -173,11 +196,17 @@ def cmd_prepare(rt: Runtimes, args: argparse.Namespace) -> int:
     options = {"minimal": args.minimal}
     if bar is not None:
         with bar:
-            summary = rt.prepare(args.group, base_runtime=args.base, progress=report,
-                                 force=args.force, options=options)
+            summary = rt.prepare(
+                args.group,
+                base_runtime=args.base,
+                progress=report,
+                force=args.force,
+                options=options,
+            )
     else:
-        summary = rt.prepare(args.group, base_runtime=args.base, progress=report,
-                             force=args.force, options=options)
+        summary = rt.prepare(
+            args.group, base_runtime=args.base, progress=report, force=args.force, options=options
+        )
     print(summary or "nothing to do")
     return ExitStatus.OK
 
@@ -187,8 +216,9 @@ def cmd_reset(rt: Runtimes, args: argparse.Namespace) -> int:
     if not args.yes:
         if not sys.stdin.isatty():
             raise UserError(f"reset {args.group}: pass --yes to confirm (stdin is not a terminal)")
-        answer = input(f"Throw away everything runtime {runtime!r} keeps for group "
-                       f"{args.group!r}? [y/N] ")
+        answer = input(
+            f"Throw away everything runtime {runtime!r} keeps for group {args.group!r}? [y/N] "
+        )
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing changed")
             return ExitStatus.OK
@@ -200,21 +230,39 @@ def cmd_reset(rt: Runtimes, args: argparse.Namespace) -> int:
 def cmd_stats(rt: Runtimes, args: argparse.Namespace) -> int:
     rows = rt.stats()
     if args.json:
-        print(json.dumps([
-            {"runtime": r.runtime, "group": r.group, "kind": r.kind, "path": r.path,
-             "apparentMB": round(r.apparent_mb, 1), "allocatedMB": round(r.allocated_mb, 1),
-             "modified": r.modified.isoformat() if r.modified else None, "note": r.note}
-            for r in rows
-        ], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "runtime": r.runtime,
+                        "group": r.group,
+                        "kind": r.kind,
+                        "path": r.path,
+                        "apparentMB": round(r.apparent_mb, 1),
+                        "allocatedMB": round(r.allocated_mb, 1),
+                        "modified": r.modified.isoformat() if r.modified else None,
+                        "note": r.note,
+                    }
+                    for r in rows
+                ],
+                indent=2,
+            )
+        )
         return ExitStatus.OK
     from rich.console import Console
     from rich.table import Table
 
     table = Table("runtime", "group", "kind", "apparent MB", "allocated MB", "modified", "note")
     for r in rows:
-        table.add_row(r.runtime, r.group or "-", r.kind, f"{r.apparent_mb:,.1f}",
-                      f"{r.allocated_mb:,.1f}",
-                      r.modified.strftime("%Y-%m-%d %H:%M") if r.modified else "-", r.note)
+        table.add_row(
+            r.runtime,
+            r.group or "-",
+            r.kind,
+            f"{r.apparent_mb:,.1f}",
+            f"{r.allocated_mb:,.1f}",
+            r.modified.strftime("%Y-%m-%d %H:%M") if r.modified else "-",
+            r.note,
+        )
     Console().print(table if rows else "no runtime keeps anything yet")
     return ExitStatus.OK
 
@@ -228,17 +276,19 @@ def _plugin_rows(rt: Runtimes) -> list[dict[str, Any]]:
             status, problem = None, str(exc)
         else:
             problem = ""
-        rows.append({
-            "name": info.name,
-            "distribution": info.distribution,
-            "version": info.version,
-            "module": info.module,
-            "hooks": list(info.hooks),
-            "engine": status.engine if status else None,
-            "available": status.available if status else None,
-            "engineVersion": status.version if status else None,
-            "detail": (status.detail if status else problem),
-        })
+        rows.append(
+            {
+                "name": info.name,
+                "distribution": info.distribution,
+                "version": info.version,
+                "module": info.module,
+                "hooks": list(info.hooks),
+                "engine": status.engine if status else None,
+                "available": status.available if status else None,
+                "engineVersion": status.version if status else None,
+                "detail": (status.detail if status else problem),
+            }
+        )
     return rows
 
 
@@ -251,8 +301,10 @@ def cmd_plugins(rt: Runtimes, args: argparse.Namespace) -> int:
         print("no runtimes installed; try: pip install nanoclaw-runtime-container")
     for row in rows:
         state = "available" if row["available"] else "not available"
-        print(f"{row['name']}: {row['distribution']} {row['version']} — engine "
-              f"{row['engine']} {state}{': ' + row['detail'] if row['detail'] else ''}")
+        print(
+            f"{row['name']}: {row['distribution']} {row['version']} — engine "
+            f"{row['engine']} {state}{': ' + row['detail'] if row['detail'] else ''}"
+        )
         print(f"    hooks: {', '.join(row['hooks'])}")
     return ExitStatus.OK
 
@@ -284,8 +336,10 @@ def cmd_doctor(rt: Runtimes, args: argparse.Namespace) -> int:
         print(f"ok   data folder {data} is writable")
     except OSError as exc:
         problems += 1
-        print(f"FAIL data folder {data} is not writable: {exc}\n     fix: check its owner and "
-              "permissions, or pass --root")
+        print(
+            f"FAIL data folder {data} is not writable: {exc}\n     fix: check its owner and "
+            "permissions, or pass --root"
+        )
     for row in _plugin_rows(rt):
         if row["available"] is False:
             # An engine missing here is a fact, not a failure, unless a group needs it.
@@ -295,8 +349,10 @@ def cmd_doctor(rt: Runtimes, args: argparse.Namespace) -> int:
             print(f"ok   {row['name']}: engine {row['engine']}{version} {row['detail']}")
     for row in rt.stats():
         if row.kind == "base":
-            print(f"ok   {row.runtime} base {row.path}: {row.apparent_mb:,.0f} MB apparent, "
-                  f"{row.allocated_mb:,.0f} MB allocated")
+            print(
+                f"ok   {row.runtime} base {row.path}: {row.apparent_mb:,.0f} MB apparent, "
+                f"{row.allocated_mb:,.0f} MB allocated"
+            )
     for group, found in rt.check_config().items():
         if found:
             problems += 1
@@ -308,8 +364,10 @@ def cmd_doctor(rt: Runtimes, args: argparse.Namespace) -> int:
             status = rt.engine_status(runtime)
             if status is not None and not status.available:
                 problems += 1
-                print(f"FAIL group {group} runs on {runtime}, whose engine is not available: "
-                      f"{status.detail}" + (f"\n     fix: {status.fix}" if status.fix else ""))
+                print(
+                    f"FAIL group {group} runs on {runtime}, whose engine is not available: "
+                    f"{status.detail}" + (f"\n     fix: {status.fix}" if status.fix else "")
+                )
             else:
                 print(f"ok   group {group}: runtime {runtime}")
     return ExitStatus.CONFIG if problems else ExitStatus.OK

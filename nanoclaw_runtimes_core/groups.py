@@ -4,12 +4,15 @@ A group lives in ``groups/{folder}``. ``folder`` must match
 ``^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$``, must not be ``global`` (the shared
 folder every group sees), and its resolved path must stay inside ``groups/``:
 a symlink that leads elsewhere, or onto another group's folder, is refused.
-The group named ``main`` is the main group, with extra privileges.
+A group folder that is a symlink is refused. The group named ``main`` is the
+main group, with extra privileges.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
 
 from .errors import UserError
@@ -66,24 +69,31 @@ def resolve_group(project: Project, folder: str, *, must_exist: bool = False) ->
     check_folder_name(folder)
     groups_dir = project.groups_dir
     path = groups_dir / folder
-    groups_real = groups_dir.resolve()
-    real = path.resolve()
-    if real.parent != groups_real:
-        raise UserError(
-            f"group {folder!r}: groups/{folder} resolves to {real}, outside "
-            f"{groups_dir}; a group folder must be a real folder inside groups/ "
-            f"(remove the symlink groups/{folder})"
-        )
-    if real.name != folder:
-        raise UserError(
-            f"group {folder!r}: groups/{folder} is a link to groups/{real.name}; each group "
-            f"needs its own folder (remove the symlink groups/{folder})"
-        )
-    if must_exist and not real.is_dir():
+    try:
+        st: os.stat_result | None = os.lstat(path)
+    except OSError:
+        st = None
+    if st is not None and stat.S_ISLNK(st.st_mode):
+        # A valid name has no separator and no dot, so only a symlink can lead elsewhere.
+        raise UserError(_symlink_problem(groups_dir, folder))
+    if st is None and must_exist:
         raise UserError(f"group {folder!r}: no folder {path}; create it or check the name")
-    if real.exists() and not real.is_dir():
+    if st is not None and not stat.S_ISDIR(st.st_mode):
         raise UserError(f"group {folder!r}: {path} is not a folder")
     return Group(folder=folder, path=path, is_main=folder == MAIN_FOLDER)
+
+
+def _symlink_problem(groups_dir: Path, folder: str) -> str:
+    fix = (
+        f"a group folder must be a real folder inside groups/ (remove the symlink groups/{folder})"
+    )
+    try:
+        real = (groups_dir / folder).resolve(strict=True)
+    except (OSError, RuntimeError):
+        return f"group {folder!r}: groups/{folder} is a broken or looping symlink; {fix}"
+    if real.parent != groups_dir.resolve():
+        return f"group {folder!r}: groups/{folder} resolves to {real}, outside groups/; {fix}"
+    return f"group {folder!r}: groups/{folder} is a link to groups/{real.name}; {fix}"
 
 
 def list_groups(project: Project) -> list[Group]:

@@ -65,8 +65,15 @@ class Registry:
 
     # ----------------------------------------------------------------- loading
 
-    def register(self, name: str, plugin: Any, *, distribution: str = "(registered in process)",
-                 version: str = "", module: str | None = None) -> RuntimeInfo:
+    def register(
+        self,
+        name: str,
+        plugin: Any,
+        *,
+        distribution: str = "(registered in process)",
+        version: str = "",
+        module: str | None = None,
+    ) -> RuntimeInfo:
         """Register a runtime object or module under ``name``; refuses a second claim of a name."""
         if name in self._runtimes:
             other = self._runtimes[name]
@@ -122,8 +129,13 @@ class Registry:
                     f"{type(exc).__name__}: {exc}; set {LOAD_ENV} to load only the runtimes "
                     f"you need, or reinstall {dist}"
                 ) from exc
-            self.register(name, plugin, distribution=dist,
-                          version=ep.dist.version if ep.dist else "", module=ep.value)
+            self.register(
+                name,
+                plugin,
+                distribution=dist,
+                version=ep.dist.version if ep.dist else "",
+                module=ep.value,
+            )
 
     # ----------------------------------------------------------------- lookup
 
@@ -143,9 +155,7 @@ class Registry:
     def _not_found_message(self, name: str) -> str:
         installed = self.names()
         lines = [f"unknown runtime {name!r}"]
-        lines.append(
-            "installed runtimes: " + (", ".join(installed) if installed else "none")
-        )
+        lines.append("installed runtimes: " + (", ".join(installed) if installed else "none"))
         close = difflib.get_close_matches(name, [*installed, *KNOWN_DISTRIBUTIONS], n=1)
         if close and close[0] != name:
             lines.append(f"did you mean {close[0]!r}?")
@@ -191,5 +201,3 @@ def default_registry(environ: Mapping[str, str] | None = None) -> Registry:
         )
         _default = registry
     return _default
-
-

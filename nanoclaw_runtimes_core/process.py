@@ -63,9 +63,15 @@ class ProcessResult:
 class _Run:
     """The mutable state of one running command, shared with its reader threads."""
 
-    def __init__(self, sink: OutputSink, decoder: MarkerDecoder, passthrough: bool,
-                 stdout_cap: int, stderr_cap: int,
-                 raw_stdout: Callable[[bytes], None] | None) -> None:
+    def __init__(
+        self,
+        sink: OutputSink,
+        decoder: MarkerDecoder,
+        passthrough: bool,
+        stdout_cap: int,
+        stderr_cap: int,
+        raw_stdout: Callable[[bytes], None] | None,
+    ) -> None:
         self.sink, self.decoder, self.passthrough = sink, decoder, passthrough
         self.stdout_cap, self.stderr_cap, self.raw_stdout = stdout_cap, stderr_cap, raw_stdout
         self.last_activity = time.monotonic()
@@ -145,8 +151,9 @@ def _set_parent_death_signal() -> None:  # pragma: no cover - runs in the child
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def stop_process_group(proc: subprocess.Popen[bytes], *, stop: Callable[[], None] | None,
-                       grace_s: float) -> None:
+def stop_process_group(
+    proc: subprocess.Popen[bytes], *, stop: Callable[[], None] | None, grace_s: float
+) -> None:
     """Ask the command to stop (``stop()`` or SIGTERM), wait ``grace_s``, then SIGKILL its group."""
     pgid = proc.pid
     if proc.poll() is None:
@@ -212,10 +219,12 @@ def run_streaming(
     )
     assert proc.stdout is not None and proc.stderr is not None
     threads = [
-        threading.Thread(target=_pump, args=(os.dup(proc.stdout.fileno()), run.on_stdout),
-                         daemon=True),
-        threading.Thread(target=_pump, args=(os.dup(proc.stderr.fileno()), run.on_stderr),
-                         daemon=True),
+        threading.Thread(
+            target=_pump, args=(os.dup(proc.stdout.fileno()), run.on_stdout), daemon=True
+        ),
+        threading.Thread(
+            target=_pump, args=(os.dup(proc.stderr.fileno()), run.on_stderr), daemon=True
+        ),
         threading.Thread(target=_feed_stdin, args=(proc, stdin), daemon=True),
     ]
     proc.stdout.close()

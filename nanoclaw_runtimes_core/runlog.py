@@ -80,8 +80,9 @@ def write_run_log(
         if command is not None:
             lines += ["", "=== Command ===", " ".join(command)]
         lines += ["", "=== Mounts ==="]
-        lines += [f"{m.host_path} -> {m.container_path}{' (ro)' if m.readonly else ''}"
-                  for m in mounts]
+        lines += [
+            f"{m.host_path} -> {m.container_path}{' (ro)' if m.readonly else ''}" for m in mounts
+        ]
         lines += ["", "=== Outputs ==="]
         lines += [json.dumps(output_to_dict(o), ensure_ascii=False) for o in result.outputs]
         lines += ["", "=== Stderr (tail) ===", result.stderr_tail]

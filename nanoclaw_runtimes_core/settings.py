@@ -282,7 +282,12 @@ def _type_word(t: Any) -> str:
         return _TYPE_WORDS[t]
     if _is_sequence(t):
         inner = _type_word(typing.get_args(t)[0])
-        plural = {"a string": "strings", "an integer": "integers", "a number": "numbers"}
+        plural = {
+            "a string": "strings",
+            "an integer": "integers",
+            "a number": "numbers",
+            "an object": "objects",
+        }
         return "a list of " + plural.get(inner, "values")
     if _is_optional(t):
         return _type_word(_strip_optional(t)) + " or null"
@@ -505,6 +510,8 @@ def _plan(cls: type) -> tuple[_Field, ...]:
     hints = typing.get_type_hints(cls)
     fields, keys, envs = [], set(), set()
     for a in attrs.fields(cls):
+        if not a.init:
+            continue
         info = a.metadata.get(METADATA_KEY) or SettingInfo()
         t = hints.get(a.name, a.type)
         where = f"{cls.__qualname__}.{a.name}"
@@ -625,8 +632,9 @@ def try_resolve_settings(
             origins[name] = origin
 
     _validate(cls, values, origins, problems)
+    aliases = {f.attribute.name: f.attribute.alias or f.attribute.name for f in _plan(cls)}
     try:
-        settings = cls(**values)
+        settings = cls(**{aliases[name]: value for name, value in values.items()})
     except (ValueError, TypeError) as exc:
         problems.append(Problem(cls.__qualname__, "", str(exc)))
         settings = None

@@ -105,9 +105,10 @@ class RunProcess:
             self.proc.stdout.close()
 
 
-def _wait_for_agent(tart: Tart, name: str, run: RunProcess, deadline: float,
-                    boot_timeout_ms: int) -> None:
-    delay = 0.2
+def _wait_for_agent(
+    tart: Tart, name: str, run: RunProcess, deadline: float, boot_timeout_ms: int
+) -> None:
+    delay = 0.1
     while True:
         if (end := run.ended()) is not None:
             raise end
@@ -125,11 +126,19 @@ def _wait_for_agent(tart: Tart, name: str, run: RunProcess, deadline: float,
                 f"or raise TART_BOOT_TIMEOUT"
             )
         time.sleep(min(delay, remaining))
-        delay = min(delay * 1.5, 2.0)
+        delay = min(delay * 1.25, 1.0)  # a macOS boot takes 10-30 s: poll at most each second
 
 
-def boot(tart: Tart, name: str, shares: Sequence[Share], settings: TartSettings, *,
-         notify: Notify, limit_wait_s: float, on_started: Callable[[RunProcess], None]) -> None:
+def boot(
+    tart: Tart,
+    name: str,
+    shares: Sequence[Share],
+    settings: TartSettings,
+    *,
+    notify: Notify,
+    limit_wait_s: float,
+    on_started: Callable[[RunProcess], None],
+) -> None:
     """Start ``tart run`` in the background and wait until the guest agent answers.
 
     When macOS refuses to start another VM (its limit counts VMs that are not
@@ -192,8 +201,16 @@ class _Cleanup:
 
 
 @contextlib.contextmanager
-def ephemeral_vm(tart: Tart, settings: TartSettings, vm: VMName, shares: Sequence[Share], *,
-                 pool: SlotPool, notify: Notify, limit_wait_s: float) -> Iterator[str]:
+def ephemeral_vm(
+    tart: Tart,
+    settings: TartSettings,
+    vm: VMName,
+    shares: Sequence[Share],
+    *,
+    pool: SlotPool,
+    notify: Notify,
+    limit_wait_s: float,
+) -> Iterator[str]:
     """A fresh VM cloned from the base, booted and answering; yields its name.
 
     The VM holds one of ``pool``'s slots while it runs (waiting for one if all
@@ -214,21 +231,28 @@ def ephemeral_vm(tart: Tart, settings: TartSettings, vm: VMName, shares: Sequenc
 
         with pool.slot(poll_s=0.25, on_wait=waiting):
             try:
-                boot(tart, vm.name, shares, settings, notify=notify,
-                     limit_wait_s=limit_wait_s, on_started=runs.append)
+                boot(
+                    tart,
+                    vm.name,
+                    shares,
+                    settings,
+                    notify=notify,
+                    limit_wait_s=limit_wait_s,
+                    on_started=runs.append,
+                )
                 yield vm.name
             finally:
                 stop_s = _stop_timeout_s(settings)
                 if runs and runs[-1].ended() is None:
-                    cleanup.step(f"stopping VM {vm.name}",
-                                 lambda: _stop_quietly(tart, vm.name, stop_s))
+                    cleanup.step(
+                        f"stopping VM {vm.name}", lambda: _stop_quietly(tart, vm.name, stop_s)
+                    )
                 for run in runs:
                     cleanup.step(f"ending `tart run {vm.name}`", lambda r=run: r.reap(5.0))
     except TartError as exc:
         raise VMError(str(exc)) from None
     finally:
-        cleanup.step(f"deleting VM {vm.name}",
-                     lambda: delete_vm(tart, vm.name))
+        cleanup.step(f"deleting VM {vm.name}", lambda: delete_vm(tart, vm.name))
         unregister(vm.name)
         cleanup.reraise()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+
 from nanoclaw_runtimes_core.settings import setting
 
 DEFAULT_BASE_IMAGE = "ghcr.io/cirruslabs/macos-sequoia-base:latest"
@@ -14,6 +15,11 @@ ACCESS_MODES = ("exec", "ssh")
 def _positive(_instance: Any, attribute: attrs.Attribute, value: int) -> None:
     if value < 1:
         raise ValueError(f"{attribute.name} must be a positive whole number, got {value}")
+
+
+def _positive_or_none(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
+    if value is not None:
+        _positive(instance, attribute, value)
 
 
 def _access_mode(_instance: Any, _attribute: attrs.Attribute, value: str) -> None:
@@ -57,12 +63,13 @@ class TartSettings:
         validator=_positive,
         help="memory of each run's VM, in megabytes",
     )
-    timeout_ms: int = setting(
-        1_800_000,
+    timeout: int | None = setting(
+        None,
         env="TART_TIMEOUT",
         key="timeout",
-        validator=_positive,
-        help="idle timeout of the agent in milliseconds (each output block restarts it)",
+        validator=_positive_or_none,
+        help="idle timeout of the agent in milliseconds (each output block restarts it); "
+        "unset: CONTAINER_TIMEOUT, itself 1800000 by default",
     )
     access: str = setting(
         "exec",

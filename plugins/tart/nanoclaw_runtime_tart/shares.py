@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 
 from attrs import define
+
 from nanoclaw_runtimes_core.errors import UserError
 from nanoclaw_runtimes_core.models import Mount
 

@@ -51,8 +51,9 @@ def delete_vm(tart: Tart, name: str, *, attempts: int = 20, pause_s: float = 0.5
         time.sleep(pause_s)
 
 
-def sweep(tart: Tart, *, stop_timeout_s: int, group: str | None = None,
-          vms: list[VMInfo] | None = None) -> tuple[list[str], list[str]]:
+def sweep(
+    tart: Tart, *, stop_timeout_s: int, group: str | None = None, vms: list[VMInfo] | None = None
+) -> tuple[list[str], list[str]]:
     """Remove leftover VMs of ours; returns (removed names, problems)."""
     if vms is None:
         vms = tart.list()
@@ -65,6 +66,7 @@ def sweep(tart: Tart, *, stop_timeout_s: int, group: str | None = None,
             problems.append(f"could not remove leftover VM {info.name}: {exc}")
             continue
         removed.append(
-            f"leftover VM {info.name} (group {parsed.group}; its run, host pid {parsed.pid}, is over)"
+            f"leftover VM {info.name} (group {parsed.group}; "
+            f"its run, host pid {parsed.pid}, is over)"
         )
     return removed, problems

@@ -55,9 +55,7 @@ def parse_name(name: str) -> VMName | None:
     match = _NAME.match(name)
     if match is None:
         return None
-    return VMName(
-        name=name, group=match["group"], run=match["run"], pid=int(match["pid"])
-    )
+    return VMName(name=name, group=match["group"], run=match["run"], pid=int(match["pid"]))
 
 
 def pid_alive(pid: int) -> bool:

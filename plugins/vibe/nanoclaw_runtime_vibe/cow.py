@@ -255,7 +255,11 @@ def copy_into(
         size = os.fstat(src_fd).st_size
         dst_fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            if allow_reflink and sys.platform.startswith("linux") and _reflink_linux(src_fd, dst_fd):
+            if (
+                allow_reflink
+                and sys.platform.startswith("linux")
+                and _reflink_linux(src_fd, dst_fd)
+            ):
                 return "reflink", 0
             os.ftruncate(dst_fd, size)  # the holes
             if _seek_data_works(src_fd):

@@ -59,6 +59,9 @@ STATUS_MARKER = "---NANOCLAW_EXIT_STATUS---:"
 CONSOLE_BEGIN = "---NANOCLAW_CONSOLE_BEGIN---"
 """Console line printed right before the agent or command starts (command-mode passthrough)."""
 
+CONSOLE_END = "---NANOCLAW_CONSOLE_END---"
+"""Printed right after the agent or command ends, before the status line."""
+
 ENGINE_NAMES = ("vibe", "qemu")
 """Engines a user may name in ``VIBE_ENGINE`` / ``engine`` (besides ``auto``)."""
 

@@ -37,8 +37,12 @@ def engine_status(settings: Any) -> EngineStatus:
     try:
         engine = select_engine(settings)
     except UserError as exc:
-        return EngineStatus(available=False, engine=str(settings.engine), detail=str(exc),
-                            fix="set VIBE_ENGINE to auto, vibe or qemu")
+        return EngineStatus(
+            available=False,
+            engine=str(settings.engine),
+            detail=str(exc),
+            fix="set VIBE_ENGINE to auto, vibe or qemu",
+        )
     return engine.status(settings)
 
 
@@ -55,13 +59,16 @@ def prepare(request: PrepareRequest) -> str | None:
             done[0] += n
             request.progress(f"cloning {base.name}", min(1.0, done[0] / total))
 
-        ensured = images.ensure_group_disk(project, settings, request.group.folder,
-                                           progress=progress)
+        ensured = images.ensure_group_disk(
+            project, settings, request.group.folder, progress=progress
+        )
         if ensured.clone is None:
             return None
         copied = ensured.clone.bytes_copied / 2**20
-        return (f"created {ensured.disk.name} from {ensured.base.name} by "
-                f"{ensured.clone.method} ({copied:.0f} MB copied)")
+        return (
+            f"created {ensured.disk.name} from {ensured.base.name} by "
+            f"{ensured.clone.method} ({copied:.0f} MB copied)"
+        )
     target = images.base_path(project, settings)
     lock = group_lock(project, target.name, namespace="vibe-base")
     with lock:
@@ -70,8 +77,12 @@ def prepare(request: PrepareRequest) -> str | None:
         engine = select_engine(settings)
         request.progress(f"building {target.name} with the {engine.name} engine", 0.0)
         return engine.build_base(
-            BaseBuild(target=target, project_root=project.root, progress=request.progress,
-                      options=request.options),
+            BaseBuild(
+                target=target,
+                project_root=project.root,
+                progress=request.progress,
+                options=request.options,
+            ),
             settings=settings,
         )
 

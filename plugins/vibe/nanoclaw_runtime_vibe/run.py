@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from nanoclaw_runtimes_core.models import ExecuteRequest, ExecutionResult, Mount, OutputSink
 from nanoclaw_runtimes_core.process import ProcessResult
 from nanoclaw_runtimes_core.protocol import MarkerDecoder, strip_control
 
-from .engines import CONSOLE_BEGIN, GUEST_RUN_DIR, INPUT_NAME, STATUS_MARKER, BootSpec, Engine
+from .engines import (
+    CONSOLE_BEGIN,
+    CONSOLE_END,
+    GUEST_RUN_DIR,
+    INPUT_NAME,
+    STATUS_MARKER,
+    BootSpec,
+    Engine,
+)
 from .rundir import run_folder, write_private
 from .script import SCRIPT_NAME, agent_words, render, write_command_files
 from .vibe_engine import failure_message
@@ -17,22 +26,31 @@ NO_STATUS = "the guest stopped before the script reported its exit status"
 
 
 class ConsoleGate(OutputSink):
-    """Command mode: pass console text on only once the command started (after the echo and
-    the boot noise), with CRLF turned back into LF."""
+    """Command mode: pass console text on only while the command runs (not the echo, the boot
+    noise or the power-off messages), as text without control codes."""
 
     def __init__(self, inner: OutputSink) -> None:
         self._inner = inner
-        self._open = False
+        self._state = "before"
 
     def on_output(self, output):  # type: ignore[no-untyped-def]
         self._inner.on_output(output)
 
     def on_stdout(self, data: bytes) -> None:
-        if not self._open:
-            text = strip_control(data.decode("utf-8", errors="replace")).strip()
-            self._open = text == CONSOLE_BEGIN
+        if self._state == "after":
             return
-        self._inner.on_stdout(data.replace(b"\r\n", b"\n"))
+        text = strip_control(data.decode("utf-8", errors="replace")).strip()
+        if self._state == "before":
+            if text == CONSOLE_BEGIN:
+                self._state = "open"
+            return
+        if text.endswith(CONSOLE_END):
+            self._state = "after"
+            # the command's last line may lack its newline: the marker then ends that line
+            end = data.rfind(CONSOLE_END.encode())
+            data = data[:end] if end > 0 else b""
+        if data:  # a console has no clean bytes: drop its control codes and carriage returns
+            self._inner.on_stdout(strip_control(data.decode("utf-8", errors="replace")).encode())
 
     def on_stderr(self, data: bytes) -> None:
         self._inner.on_stderr(data)
@@ -59,8 +77,8 @@ def run_in_guest(
     engine: Engine,
     request: ExecuteRequest,
     *,
-    disk,  # noqa: ANN001 - Path
-    base,  # noqa: ANN001 - Path
+    disk: Path,
+    base: Path,
     raw_stdout: Callable[[bytes], None] | None = None,
 ) -> ExecutionResult:
     """Write the run folder, boot ``disk`` with ``engine``, and interpret what came back.
@@ -79,10 +97,19 @@ def run_in_guest(
             text = render(agent=agent_words(settings.agent_command))
         script = run / SCRIPT_NAME
         write_private(script, text.encode(), mode=0o700)
-        mounts = (*request.mounts, Mount(host_path=run, container_path=GUEST_RUN_DIR,
-                                         readonly=True))
-        spec = BootSpec(disk=disk, base=base, mounts=mounts, cpus=settings.cpus,
-                        ram_mb=settings.ram, script=script, run_dir=run)
+        mounts = (
+            *request.mounts,
+            Mount(host_path=run, container_path=GUEST_RUN_DIR, readonly=True),
+        )
+        spec = BootSpec(
+            disk=disk,
+            base=base,
+            mounts=mounts,
+            cpus=settings.cpus,
+            ram_mb=settings.ram,
+            script=script,
+            run_dir=run,
+        )
         sink = ConsoleGate(request.sink) if command_mode else request.sink
         result = engine.boot(
             spec,

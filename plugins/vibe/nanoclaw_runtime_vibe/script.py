@@ -18,17 +18,24 @@ import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
-from nanoclaw_runtimes_core.protocol import OUTPUT_END, OUTPUT_START
 from nanoclaw_runtimes_core.errors import UserError
+from nanoclaw_runtimes_core.protocol import OUTPUT_END, OUTPUT_START
 
-from .engines import CONSOLE_BEGIN, GUEST_RUN_DIR, INPUT_NAME, STATUS_MARKER
+from .engines import CONSOLE_BEGIN, CONSOLE_END, GUEST_RUN_DIR, INPUT_NAME, STATUS_MARKER
 
 HEREDOC_TERMINATOR = "VIBE_SCRIPT_EOF"
 SCRIPT_NAME = "nanoclaw-run.sh"
 ARGV_DIR = "argv"
 WORKDIR = "/workspace/group"
 
-_FORBIDDEN = (HEREDOC_TERMINATOR, OUTPUT_START, OUTPUT_END, STATUS_MARKER, CONSOLE_BEGIN)
+_FORBIDDEN = (
+    HEREDOC_TERMINATOR,
+    OUTPUT_START,
+    OUTPUT_END,
+    STATUS_MARKER,
+    CONSOLE_BEGIN,
+    CONSOLE_END,
+)
 
 
 class ScriptError(UserError):
@@ -36,7 +43,7 @@ class ScriptError(UserError):
 
 
 def printf_marker(marker: str, value: str = "") -> str:
-    """A ``printf`` line printing ``marker`` (then ``value``, shell code) without its literal text."""
+    """A ``printf`` line printing ``marker`` (then ``value``, shell code), never its literal."""
     half = len(marker) // 2
     fmt = "%s%s%s\\n" if value else "%s%s\\n"
     parts = [shlex.quote(marker[:half]), shlex.quote(marker[half:])]
@@ -92,7 +99,7 @@ def render(
     if use_command_files:
         lines += [
             "set --",
-            'n=0',
+            "n=0",
             f'while [ -e "$run/{ARGV_DIR}/$n" ]; do',
             f'  w=$(cat "$run/{ARGV_DIR}/$n"; printf x)',
             '  set -- "$@" "${w%x}"',
@@ -108,7 +115,7 @@ def render(
             printf_marker(CONSOLE_BEGIN),
             f'if [ "$status" = 0 ]; then {words} <"$run/{INPUT_NAME}"; status=$?; fi',
         ]
-    lines += [printf_marker(STATUS_MARKER, '"$status"'), "sync"]
+    lines += [printf_marker(CONSOLE_END), printf_marker(STATUS_MARKER, '"$status"'), "sync"]
     if final_poweroff:
         lines += [
             "if command -v systemctl >/dev/null 2>&1; then systemctl poweroff; "

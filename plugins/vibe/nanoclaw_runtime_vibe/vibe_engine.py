@@ -104,7 +104,9 @@ class VibeEngine:
         """The vibe executable, or :class:`EngineUnavailable` saying how to install it."""
         exe = find_vibe(settings)
         if exe is None:
-            raise EngineUnavailable(f"vibe executable {settings.executable!r} not found: {INSTALL_FIX}")
+            raise EngineUnavailable(
+                f"vibe executable {settings.executable!r} not found: {INSTALL_FIX}"
+            )
         return exe
 
     def status(self, settings: Any) -> EngineStatus:
@@ -120,10 +122,16 @@ class VibeEngine:
         version = None
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             out = subprocess.run(
-                [exe, "--version"], capture_output=True, text=True, timeout=3, stdin=subprocess.DEVNULL
+                [exe, "--version"],
+                capture_output=True,
+                text=True,
+                timeout=3,
+                stdin=subprocess.DEVNULL,
             ).stdout
             lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
-            sha = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Git SHA")), None)
+            sha = next(
+                (ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Git SHA")), None
+            )
             version = sha or (lines[0] if lines else None)
         return EngineStatus(available=True, engine="vibe", version=version, detail=exe)
 
@@ -140,11 +148,19 @@ class VibeEngine:
     ) -> ProcessResult:
         """Run ``vibe … --script FILE DISK``; see :meth:`Engine.boot`."""
         argv = vibe_argv(self.executable(settings), spec)
-        return self._run(argv, spec, sink=sink, timeout_ms=timeout_ms, decoder=decoder,
-                         raw_stdout=raw_stdout, passthrough=passthrough)
+        return self._run(
+            argv,
+            spec,
+            sink=sink,
+            timeout_ms=timeout_ms,
+            decoder=decoder,
+            raw_stdout=raw_stdout,
+            passthrough=passthrough,
+        )
 
-    def _run(self, argv: Sequence[str], spec: BootSpec, *, cwd: Path | None = None,
-             **kwargs: Any) -> ProcessResult:
+    def _run(
+        self, argv: Sequence[str], spec: BootSpec, *, cwd: Path | None = None, **kwargs: Any
+    ) -> ProcessResult:
         env = None
         if spec.env:
             import os
@@ -157,6 +173,7 @@ class VibeEngine:
     def build_base(self, build: BaseBuild, *, settings: Any) -> str:
         """Provision a base through vibe and rename it onto ``build.target`` when it succeeded.
 
+        ``options["provision_script"]`` replaces the packaged ``provision/base.sh``.
         Without ``options["source"]``, vibe is started without a disk in a
         temporary folder beside the target, so it makes ``.vibe/instance.raw``
         from its own Debian image (downloading it on first use); with a
@@ -179,39 +196,65 @@ class VibeEngine:
             else:
                 disk = work / ".vibe" / "instance.raw"
             with run_folder(prefix="nanoclaw-vibe-build-") as run:
-                write_private(run / PROVISION_NAME,
-                              files(__package__).joinpath("provision/base.sh").read_bytes())
+                custom = build.options.get("provision_script")
+                write_private(
+                    run / PROVISION_NAME,
+                    Path(custom).read_bytes()
+                    if custom
+                    else files(__package__).joinpath("provision/base.sh").read_bytes(),
+                )
                 script = run / SCRIPT_NAME
-                write_private(script, render(
-                    agent=["env", "NANOCLAW_PROVISION_NO_POWEROFF=1", "/bin/bash",
-                           f"{GUEST_RUN_DIR}/{PROVISION_NAME}"],
-                    workdir="/root",
-                ).encode())
+                write_private(
+                    script,
+                    render(
+                        agent=[
+                            "env",
+                            "NANOCLAW_PROVISION_NO_POWEROFF=1",
+                            "/bin/bash",
+                            f"{GUEST_RUN_DIR}/{PROVISION_NAME}",
+                        ],
+                        workdir="/root",
+                    ).encode(),
+                )
                 # the wrapper reads input.json on stdin: give it an empty one
                 write_private(run / "input.json", b"{}")
-                spec = BootSpec(disk=disk, base=target,
-                                mounts=(Mount(host_path=run, container_path=GUEST_RUN_DIR,
-                                              readonly=True),),
-                                cpus=settings.cpus, ram_mb=settings.ram, script=script,
-                                run_dir=run, purpose="provision")
+                spec = BootSpec(
+                    disk=disk,
+                    base=target,
+                    mounts=(Mount(host_path=run, container_path=GUEST_RUN_DIR, readonly=True),),
+                    cpus=settings.cpus,
+                    ram_mb=settings.ram,
+                    script=script,
+                    run_dir=run,
+                    purpose="provision",
+                )
                 build.progress("booting vibe to provision the base (this takes minutes)", 0.05)
                 result = self._run(
-                    vibe_argv(exe, spec, disk=bool(source)), spec, cwd=work,
+                    vibe_argv(exe, spec, disk=bool(source)),
+                    spec,
+                    cwd=work,
                     timeout_ms=int(build.options.get("timeout_ms", BUILD_TIMEOUT_MS)),
-                    sink=_ProgressSink(build.progress), passthrough=True,
+                    sink=_ProgressSink(build.progress),
+                    passthrough=True,
                     decoder=MarkerDecoder(status_marker=STATUS_MARKER),
                 )
             if result.timed_out:
                 raise UserError("building the vibe base timed out; the previous base is untouched")
             if result.exit_code != 0:
-                raise UserError("building the vibe base failed: "
-                                + failure_message("vibe", result.exit_code, result.stderr_tail))
+                raise UserError(
+                    "building the vibe base failed: "
+                    + failure_message("vibe", result.exit_code, result.stderr_tail)
+                )
             if result.reported_status is None:
-                raise UserError("building the vibe base failed: the guest stopped before the "
-                                "provisioning script reported its exit status")
+                raise UserError(
+                    "building the vibe base failed: the guest stopped before the "
+                    "provisioning script reported its exit status"
+                )
             if result.reported_status != 0:
-                raise UserError(f"the provisioning script failed with status "
-                                f"{result.reported_status}; the previous base is untouched")
+                raise UserError(
+                    f"the provisioning script failed with status "
+                    f"{result.reported_status}; the previous base is untouched"
+                )
             if not disk.is_file():
                 raise UserError(f"vibe did not leave a disk image at {disk}")
             with atomic_output(target) as tmp:

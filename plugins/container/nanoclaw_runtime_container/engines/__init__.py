@@ -111,8 +111,10 @@ def select_engine(settings: ContainerSettings, project: Project | None) -> Engin
 
 def unavailable_message(statuses: list[EngineStatus]) -> str:
     """One paragraph saying why no engine can run, and how to fix each."""
-    lines = ["No container engine is usable on this host (CONTAINER_ENGINE=auto tried "
-             f"{', '.join(s.engine for s in statuses)}):"]
+    lines = [
+        "No container engine is usable on this host (CONTAINER_ENGINE=auto tried "
+        f"{', '.join(s.engine for s in statuses)}):"
+    ]
     for s in statuses:
         lines.append(f"  {s.engine}: {s.detail}" + (f" Fix: {s.fix}" if s.fix else ""))
     return "\n".join(lines)

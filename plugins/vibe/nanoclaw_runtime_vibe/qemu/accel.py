@@ -1,0 +1,132 @@
+"""Choosing KVM or TCG: a bounded test boot, its verdict cached per host boot.
+
+``/dev/kvm`` may exist and still not boot guests (nested virtualisation that
+hangs): the only honest test is a real boot with a deadline. The verdict and
+the host's TSC frequency are cached in ``{images_dir}/kernel/host.json`` and
+reused until the host reboots or the QEMU binary or kernel changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from attrs import define
+
+from .kernel import BOOTED, KernelFiles
+from .tsc import measure_tsc_khz
+
+PROBE_TIMEOUT_S = 8.0
+
+
+@define(frozen=True, kw_only=True)
+class HostInfo:
+    """What this host's QEMU can do: the accelerator to use and why, and the TSC frequency."""
+
+    accel: str
+    reason: str
+    tsc_khz: int | None
+
+
+def boot_id() -> str:
+    with contextlib.suppress(OSError):
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    return "unknown"
+
+
+def kvm_usable() -> str | None:
+    """None when /dev/kvm can be opened read-write, else why not."""
+    if not os.path.exists("/dev/kvm"):
+        return "/dev/kvm does not exist"
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "/dev/kvm is not accessible to this user (add it to the kvm group)"
+    return None
+
+
+def probe_argv(qemu: str, files: KernelFiles) -> list[str]:
+    """A minimal KVM boot: no disk, no shares; the guest prints its boot line and powers off."""
+    return [
+        qemu,
+        *("-M", "microvm,acpi=on", "-accel", "kvm", "-cpu", "host", "-m", "256", "-smp", "1"),
+        *("-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-serial", "stdio"),
+        *("-kernel", str(files.kernel), "-initrd", str(files.initrd)),
+        *("-append", "console=ttyS0 quiet panic=-1 nanoclaw.probe"),
+    ]
+
+
+def boot_within(argv: list[str], marker: str, timeout_s: float) -> tuple[bool, str]:
+    """Run ``argv`` until ``marker`` shows on stdout or ``timeout_s`` passes; always reaps it.
+
+    Returns (seen, output tail)."""
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    out = b""
+    deadline = time.monotonic() + timeout_s
+    try:
+        fd = proc.stdout.fileno()
+        while marker.encode() not in out:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                out += chunk
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+    return marker.encode() in out, out[-800:].decode("utf-8", errors="replace")
+
+
+def host_info(qemu: str, files: KernelFiles, requested: str) -> HostInfo:
+    """The accelerator for ``requested`` (auto, kvm or tcg) and the TSC frequency, cached."""
+    cache = files.directory / "host.json"
+    key = {"boot_id": boot_id(), "qemu": qemu, "kernel": files.version}
+    cached: dict = {}
+    with contextlib.suppress(OSError, ValueError):
+        cached = json.loads(cache.read_text())
+    if cached.get("key") != key:
+        cached = {"key": key}
+    if "tsc_khz" not in cached:
+        cached["tsc_khz"] = measure_tsc_khz()
+    if requested == "tcg":
+        return HostInfo(accel="tcg", reason="VIBE_QEMU_ACCEL=tcg", tsc_khz=cached["tsc_khz"])
+    if "kvm" not in cached:
+        why = kvm_usable()
+        if why is None:
+            ok, tail = boot_within(probe_argv(qemu, files), BOOTED, PROBE_TIMEOUT_S)
+            why = None if ok else f"a test boot with KVM did not finish in {PROBE_TIMEOUT_S:.0f} s"
+        cached["kvm"] = {"ok": why is None, "reason": why or "a test boot with KVM worked"}
+        _write_json(cache, cached)
+    kvm = cached["kvm"]
+    if requested == "kvm" or kvm["ok"]:
+        return HostInfo(accel="kvm", reason=kvm["reason"], tsc_khz=cached["tsc_khz"])
+    return HostInfo(
+        accel="tcg", reason=f"KVM unusable: {kvm['reason']}; using TCG", tsc_khz=cached["tsc_khz"]
+    )
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()

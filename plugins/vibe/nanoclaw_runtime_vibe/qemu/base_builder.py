@@ -1,0 +1,246 @@
+"""``prepare --base vibe`` on Linux: a sparse ext4 raw image made without mounting anything.
+
+- ``minimal``: busybox only, in a second or two (tests, demos).
+- full: a Debian root file system from Debian's packages (``mmdebstrap``, else
+  ``debootstrap``) with git, Node.js, npm, Python and the agent CLIs that npm
+  can install, then ``mkfs.ext4 -d`` writes it into the image.
+
+Both write the image under a temporary name beside the target and rename it
+at the end (``cow.atomic_output``), and rebuild the kernel files beside it
+(``kernel/``) the same way: an interrupted build leaves the previous base as
+it was.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from nanoclaw_runtimes_core.errors import EngineUnavailable, UserError
+
+from ..cow import allocated_bytes, atomic_output
+from ..engines import BaseBuild
+from . import kernel
+
+DEFAULT_SIZE_GIB = 3
+DEBIAN_SUITE = "bookworm"
+DEBIAN_PACKAGES = (
+    "bash",
+    "ca-certificates",
+    "coreutils",
+    "curl",
+    "git",
+    "nodejs",
+    "npm",
+    "procps",
+    "python3",
+    "python3-pip",
+    "python3-venv",
+)
+AGENT_CLIS = (
+    "@anthropic-ai/claude-code",
+    "@openai/codex",
+    "@google/gemini-cli",
+    "opencode-ai",
+)
+"""npm packages tried one by one; a failure is reported, not fatal."""
+
+Progress = Callable[[str, "float | None"], None]
+
+
+def mkfs_ext4(root: Path, image: Path, *, size_gib: int, label: str = "nanoclaw") -> None:
+    """Write ``root`` (a folder, or a tarball with e2fsprogs >= 1.47) into a new sparse image.
+
+    The journal is not zeroed (``lazy_journal_init``): the file is new and
+    sparse, its holes already read as zeros, so the image costs only its data.
+    """
+    mkfs = shutil.which("mkfs.ext4") or shutil.which("mke2fs")
+    if mkfs is None:
+        raise EngineUnavailable("mkfs.ext4 not found: install it with `apt-get install e2fsprogs`")
+    with image.open("wb") as f:
+        f.truncate(size_gib * 2**30)
+    argv = [mkfs, "-q", "-F", "-t", "ext4", "-L", label, "-d", str(root)]
+    argv += ["-E", "lazy_itable_init=0,lazy_journal_init=1,root_owner=0:0", str(image)]
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise UserError(f"mkfs.ext4 could not build {image.name}: {proc.stderr.strip()}")
+
+
+def minimal_rootfs(root: Path, busybox: Path) -> None:
+    """A busybox root file system: every applet linked at its usual path."""
+    for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "tmp", "proc", "sys", "dev",
+              "workspace", "nanoclaw", "var/tmp"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(busybox, root / "bin/busybox")
+    os.chmod(root / "bin/busybox", 0o755)
+    for applet in kernel.busybox_applets(busybox):
+        rel = applet.lstrip("/")
+        if rel == "bin/busybox":
+            continue
+        link = root / rel
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.exists():
+            link.symlink_to("/bin/busybox")
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (root / "etc/group").write_text("root:x:0:\n")
+    (root / "etc/hostname").write_text("nanoclaw\n")
+    (root / "etc/os-release").write_text(
+        'NAME="nanoclaw minimal"\nID=nanoclaw-minimal\nPRETTY_NAME="nanoclaw minimal (busybox)"\n'
+    )
+    os.chmod(root / "tmp", 0o1777)
+
+
+def build_minimal(build: BaseBuild, *, size_gib: int) -> str:
+    """The busybox base: seconds, a few MB allocated."""
+    busybox = kernel.find_busybox()
+    build.progress("writing a busybox root file system", 0.1)
+    with tempfile.TemporaryDirectory(prefix=".minimal-", dir=build.target.parent) as tmp:
+        root = Path(tmp) / "root"
+        minimal_rootfs(root, busybox)
+        build.progress(f"writing {build.target.name} ({size_gib} GiB sparse ext4)", 0.4)
+        with atomic_output(build.target) as image:
+            mkfs_ext4(root, image, size_gib=size_gib)
+            build.progress("preparing the guest kernel and initramfs", 0.7)
+            files = kernel.build_kernel_dir(kernel.kernel_dir(build.target.parent))
+    build.progress("done", 1.0)
+    return _summary(build.target, "minimal busybox base", files)
+
+
+def _summary(target: Path, what: str, files: kernel.KernelFiles, note: str = "") -> str:
+    size = target.stat().st_size / 2**30
+    used = allocated_bytes(target) / 2**20
+    text = (
+        f"built {target} ({what}): {size:.0f} GiB sparse ext4, {used:.0f} MB allocated; "
+        f"guest kernel {files.version}"
+    )
+    return text + (f"; {note}" if note else "")
+
+
+# --------------------------------------------------------------------------- Debian
+
+
+def _run_logged(argv: Sequence[str], progress: Progress, lo: float, hi: float) -> None:
+    """Run ``argv``, showing each output line as progress between ``lo`` and ``hi``."""
+    proc = subprocess.Popen(
+        list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+    )
+    assert proc.stdout is not None
+    tail: list[str] = []
+    frac = lo
+    try:
+        for line in proc.stdout:
+            line = line.rstrip()
+            if not line:
+                continue
+            tail = (tail + [line])[-15:]
+            frac = min(hi, frac + (hi - frac) * 0.01)
+            progress(line[:160], frac)
+        rc = proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    if rc != 0:
+        raise UserError(f"{Path(argv[0]).name} failed (exit {rc}):\n" + "\n".join(tail))
+
+
+def _npm_hook(clis: Sequence[str]) -> str:
+    """A customize hook installing each CLI on its own; results land in /etc/nanoclaw-clis."""
+    lines = ['set +e; : > "$1/etc/nanoclaw-clis"']
+    for cli in clis:
+        q = cli.replace("'", "")
+        lines.append(
+            f"if chroot \"$1\" npm install -g --no-audit --no-fund '{q}'; "
+            f"then echo 'installed {q}' >> \"$1/etc/nanoclaw-clis\"; "
+            f"else echo 'failed {q}' >> \"$1/etc/nanoclaw-clis\"; fi"
+        )
+    lines.append("true")
+    return "; ".join(lines)
+
+
+def build_debian(build: BaseBuild, *, size_gib: int, suite: str, clis: Sequence[str]) -> str:
+    """A Debian base with git, Node.js, npm, Python and the installable agent CLIs."""
+    mmdebstrap = shutil.which("mmdebstrap")
+    debootstrap = shutil.which("debootstrap")
+    if mmdebstrap is None and debootstrap is None:
+        raise EngineUnavailable(
+            "building a Debian base needs mmdebstrap or debootstrap: "
+            "`apt-get install mmdebstrap` (or use `prepare --base vibe --minimal`)"
+        )
+    if mmdebstrap is None and os.geteuid() != 0:
+        raise EngineUnavailable("debootstrap needs root: run as root or install mmdebstrap")
+    with tempfile.TemporaryDirectory(prefix=".debian-", dir=build.target.parent) as tmp:
+        root = Path(tmp) / "root"
+        packages = ",".join(DEBIAN_PACKAGES)
+        if mmdebstrap is not None:
+            tarball = Path(tmp) / "root.tar"
+            argv = [mmdebstrap, "--variant=minbase", f"--include={packages}"]
+            argv += ["--mode=" + ("root" if os.geteuid() == 0 else "unshare")]
+            argv += [f"--customize-hook={_npm_hook(clis)}"] if clis else []
+            argv += ["--customize-hook=mkdir -p \"$1/workspace\" \"$1/nanoclaw\""]
+            argv += [suite, str(tarball)]
+            build.progress(f"mmdebstrap {suite} (Debian packages)", 0.02)
+            _run_logged(argv, build.progress, 0.02, 0.85)
+            source: Path = tarball
+            clis_file = None
+        else:
+            assert debootstrap is not None
+            argv = [debootstrap, "--variant=minbase", f"--include={packages}", suite, str(root)]
+            build.progress(f"debootstrap {suite} (Debian packages)", 0.02)
+            _run_logged(argv, build.progress, 0.02, 0.7)
+            (root / "workspace").mkdir(exist_ok=True)
+            (root / "nanoclaw").mkdir(exist_ok=True)
+            if clis:
+                build.progress("installing the agent CLIs with npm", 0.7)
+                _run_logged(["/bin/sh", "-c", _npm_hook(clis), "hook", str(root)],
+                            build.progress, 0.7, 0.85)
+            source = root
+            clis_file = root / "etc/nanoclaw-clis"
+        build.progress(f"writing {build.target.name} ({size_gib} GiB sparse ext4)", 0.87)
+        with atomic_output(build.target) as image:
+            mkfs_ext4(source, image, size_gib=size_gib)
+            build.progress("preparing the guest kernel and initramfs", 0.95)
+            files = kernel.build_kernel_dir(kernel.kernel_dir(build.target.parent))
+        report = _cli_report(source, clis_file)
+    build.progress("done", 1.0)
+    return _summary(build.target, f"Debian {suite}", files, report)
+
+
+def _cli_report(source: Path, clis_file: Path | None) -> str:
+    """What the npm hook installed, read from the root file system or the tarball."""
+    text = ""
+    if clis_file is not None and clis_file.is_file():
+        text = clis_file.read_text()
+    elif source.suffix == ".tar":
+        import tarfile
+
+        try:
+            with tarfile.open(source) as tar:
+                member = tar.extractfile("./etc/nanoclaw-clis")
+                text = member.read().decode() if member else ""
+        except (KeyError, OSError, tarfile.TarError):
+            text = ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return "agent CLIs: " + ("; ".join(lines) if lines else "none installed")
+
+
+def build_base(build: BaseBuild, *, settings: Any) -> str:
+    """Dispatch on ``build.options``: ``minimal`` (bool), ``size_gib`` (int), ``suite`` (str),
+    ``clis`` (comma-separated npm packages, empty for none)."""
+    build.target.parent.mkdir(parents=True, exist_ok=True)
+    options = dict(build.options)
+    size = int(options.get("size_gib") or DEFAULT_SIZE_GIB)
+    if size < 1:
+        raise UserError(f"the base image size must be at least 1 GiB, got {size}")
+    if options.get("minimal"):
+        return build_minimal(build, size_gib=size)
+    clis_opt = options.get("clis")
+    clis = AGENT_CLIS if clis_opt is None else tuple(c for c in str(clis_opt).split(",") if c)
+    return build_debian(
+        build, size_gib=size, suite=str(options.get("suite") or DEBIAN_SUITE), clis=clis
+    )

@@ -1,0 +1,165 @@
+"""Builds tart runtime requests against the stand-in; shared by the tests and driver.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from nanoclaw_runtime_tart.settings import TartSettings
+
+from nanoclaw_runtimes_core.models import (
+    ContainerInput,
+    ContainerOutput,
+    ExecuteRequest,
+    Group,
+    Mount,
+    OutputSink,
+    Project,
+)
+
+HERE = Path(__file__).resolve().parent
+STANDIN = HERE.parent / "standins" / "tart"
+AGENT = HERE / "fake_agent.py"
+
+
+class RecordingSink(OutputSink):
+    """Keeps everything a run reported."""
+
+    def __init__(self) -> None:
+        self.outputs: list[ContainerOutput] = []
+        self.stdout = bytearray()
+        self.stderr = bytearray()
+        self.problems: list[str] = []
+        self.lock = threading.Lock()
+
+    def on_output(self, output: ContainerOutput) -> None:
+        with self.lock:
+            self.outputs.append(output)
+
+    def on_stdout(self, data: bytes) -> None:
+        self.stdout += data
+
+    def on_stderr(self, data: bytes) -> None:
+        self.stderr += data
+
+    def on_problem(self, message: str) -> None:
+        with self.lock:
+            self.problems.append(message)
+
+
+def make_settings(slots_dir: Path, **overrides: object) -> TartSettings:
+    values: dict[str, object] = {
+        "executable": str(STANDIN),
+        "agent_command": (sys.executable, str(AGENT)),
+        "slots_dir": str(slots_dir),
+        "boot_timeout_ms": 30_000,
+        "stop_timeout_ms": 5_000,
+    }
+    values.update(overrides)
+    return TartSettings(**values)  # type: ignore[arg-type]
+
+
+def make_group(root: Path, folder: str = "g1") -> tuple[Project, Group, tuple[Mount, ...]]:
+    project = Project(root=root)
+    group = Group(folder=folder, path=root / "groups" / folder, is_main=False)
+    global_dir = root / "groups" / "global"
+    ipc = root / "data" / "ipc" / folder
+    claude = root / "data" / "sessions" / folder / ".claude"
+    for path in (group.path, global_dir, ipc, claude):
+        path.mkdir(parents=True, exist_ok=True)
+    mounts = (
+        Mount(host_path=group.path, container_path="/workspace/group", readonly=False),
+        Mount(host_path=global_dir, container_path="/workspace/global", readonly=True),
+        Mount(host_path=claude, container_path="/home/node/.claude", readonly=False),
+        Mount(host_path=ipc, container_path="/workspace/ipc", readonly=False),
+    )
+    return project, group, mounts
+
+
+def make_request(
+    root: Path,
+    settings: TartSettings,
+    *,
+    prompt: str | None = "ok",
+    command: tuple[str, ...] | None = None,
+    folder: str = "g1",
+    timeout_ms: int = 60_000,
+    secrets: dict[str, str] | None = None,
+    sink: OutputSink | None = None,
+    run_id: str = "",
+) -> ExecuteRequest:
+    project, group, mounts = make_group(root, folder)
+    inp = None
+    if command is None:
+        inp = ContainerInput(
+            prompt=prompt or "",
+            group_folder=folder,
+            chat_jid="chat@g.us",
+            is_main=False,
+            secrets=secrets,
+        )
+    return ExecuteRequest(
+        project=project,
+        group=group,
+        settings=settings,
+        mounts=mounts,
+        timeout_ms=timeout_ms,
+        input=inp,
+        command=command,
+        sink=sink or RecordingSink(),
+        run_id=run_id,
+    )
+
+
+def tart(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Call the stand-in directly."""
+    return subprocess.run(
+        [str(STANDIN), *args], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+
+
+def local_vms(env: dict[str, str] | None = None) -> list[dict]:
+    out = tart("list", "--source", "local", "--format", "json", env=env)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+SECRET = "sk-ant-do-not-leak-7f3a9c"
+
+
+def calls(state: Path) -> list[list[str]]:
+    lines = (state / "calls.jsonl").read_text().splitlines()
+    return [json.loads(line)["argv"] for line in lines]
+
+
+def events(state: Path) -> list[dict]:
+    path = state / "events.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def assert_no_vms(state: Path) -> None:
+    assert local_vms() == []
+    assert [p.name for p in (state / "vms").iterdir()] == []
+    starts = [e for e in events(state) if e["event"] == "start"]
+    stops = [e for e in events(state) if e["event"] == "stop"]
+    assert len(starts) == len(stops), "a VM was started and never stopped"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_for(predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
