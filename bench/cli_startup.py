@@ -23,8 +23,9 @@ def timed(argv: list[str], runs: int, cwd: str) -> list[float]:
     samples = []
     for _ in range(runs):
         started = time.perf_counter()
-        subprocess.run(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       check=True)
+        subprocess.run(
+            argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True
+        )
         samples.append((time.perf_counter() - started) * 1000)
     return samples
 

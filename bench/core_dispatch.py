@@ -41,8 +41,9 @@ def main() -> None:
         )
         registry = Registry()
         registry.register("noop", NoopRuntime(), distribution="bench")
-        runtimes = Runtimes(root, registry=registry,
-                            environ={"NANOCLAW_MOUNT_ALLOWLIST": str(root / "none.json")})
+        runtimes = Runtimes(
+            root, registry=registry, environ={"NANOCLAW_MOUNT_ALLOWLIST": str(root / "none.json")}
+        )
         inp = ContainerInput(prompt="hi", group_folder="dev", chat_jid="x", is_main=False)
         for _ in range(50):  # warm caches and imports
             runtimes.execute("dev", input=inp)
@@ -54,8 +55,10 @@ def main() -> None:
         samples.sort()
         p = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))]  # noqa: E731
         print(f"dispatch overhead per execute over {args.runs} runs (no-op runtime):")
-        print(f"  p50 {p(0.50):.3f} ms   p90 {p(0.90):.3f} ms   p99 {p(0.99):.3f} ms   "
-              f"mean {statistics.fmean(samples):.3f} ms")
+        print(
+            f"  p50 {p(0.50):.3f} ms   p90 {p(0.90):.3f} ms   p99 {p(0.99):.3f} ms   "
+            f"mean {statistics.fmean(samples):.3f} ms"
+        )
         print(f"  goal p50 < 1 ms: {'met' if p(0.50) < 1 else 'NOT met'}")
 
 

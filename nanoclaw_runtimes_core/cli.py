@@ -39,7 +39,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    run = sub.add_parser("run", help="run a group's agent (ContainerInput on stdin) or a command")
+    run = sub.add_parser(
+        "run",
+        help="run a group's agent (ContainerInput on stdin) or a command",
+        usage="%(prog)s [-h] [--runtime NAME] [--timeout MS] GROUP [-- COMMAND...]",
+        description="Without COMMAND: read a ContainerInput JSON object on stdin, run the "
+        "group's agent and print its output blocks as they arrive. With -- COMMAND...: run "
+        "that command in the group's sandbox and pass its exit status through.",
+    )
     run.add_argument("group")
     run.add_argument("--runtime", metavar="NAME", help="use this runtime instead of the group's")
     run.add_argument(
@@ -47,12 +54,6 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MS",
         type=_positive_int,
         help="idle timeout in milliseconds (each output block restarts it)",
-    )
-    run.add_argument(
-        "argv",
-        nargs=argparse.REMAINDER,
-        metavar="-- COMMAND...",
-        help="run this command in the group's sandbox instead of the agent",
     )
 
     prep = sub.add_parser("prepare", help="prepare a group, or a runtime's base with --base")
@@ -64,6 +65,13 @@ def _parser() -> argparse.ArgumentParser:
         help="with --base: a minimal base that builds in seconds (where supported)",
     )
     prep.add_argument("--force", action="store_true", help="rebuild even if it exists")
+    prep.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a runtime-specific build option (repeatable; see the runtime's docs)",
+    )
 
     reset = sub.add_parser("reset", help="throw away the state a group's runtime keeps")
     reset.add_argument("group")
@@ -148,9 +156,7 @@ def _progress():  # type: ignore[no-untyped-def]
 
 
 def cmd_run(rt: Runtimes, args: argparse.Namespace) -> int:
-    argv = list(args.argv)
-    if argv and argv[0] == "--":
-        argv = argv[1:]
+    argv = args.sandbox_command
     sink = _CliSink()
     if argv:
         result = rt.execute(
@@ -193,7 +199,12 @@ def cmd_prepare(rt: Runtimes, args: argparse.Namespace) -> int:
     if (args.group is None) == (args.base is None):
         raise UserError("prepare: give a GROUP or --base RUNTIME (one of them)")
     report, bar = _progress()
-    options = {"minimal": args.minimal}
+    options: dict[str, object] = {"minimal": args.minimal}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--option {item!r}: expected KEY=VALUE")
+        options[key] = value
     if bar is not None:
         with bar:
             summary = rt.prepare(
@@ -390,7 +401,17 @@ def _terminate(signum: int, frame: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # Everything after the first "--" is the sandbox's command, never our options.
+    command: list[str] = []
+    if "--" in words:
+        at = words.index("--")
+        words, command = words[:at], words[at + 1 :]
+    args = _parser().parse_args(words)
+    if command and args.command != "run":
+        _err(f"{args.command}: unexpected arguments after --: {' '.join(command)}")
+        return ExitStatus.USAGE
+    args.sandbox_command = command
     from .api import Runtimes
 
     root = args.root or os.environ.get("NANOCLAW_ROOT") or "."

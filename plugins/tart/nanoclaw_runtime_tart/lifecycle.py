@@ -44,7 +44,7 @@ while [ ! -d "$d" ]; do
   fi
   sleep 0.5
 done
-cd "$d" || exit 125
+cd -P "$d" || exit 125
 exec "$@"
 """
 

@@ -2,8 +2,9 @@
 
 ``/dev/kvm`` may exist and still not boot guests (nested virtualisation that
 hangs): the only honest test is a real boot with a deadline. The verdict and
-the host's TSC frequency are cached in ``{images_dir}/kernel/host.json`` and
-reused until the host reboots or the QEMU binary or kernel changes.
+the host's TSC frequency are cached in ``~/.cache/nanoclaw-runtimes/qemu-host.json``
+(``$XDG_CACHE_HOME``) and reused until the host reboots or the QEMU binary or
+guest kernel changes.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ class HostInfo:
     accel: str
     reason: str
     tsc_khz: int | None
+
+
+def cache_file() -> Path:
+    """Where the verdict is cached (one per user and host boot)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "nanoclaw-runtimes" / "qemu-host.json"
 
 
 def boot_id() -> str:
@@ -96,7 +103,7 @@ def boot_within(argv: list[str], marker: str, timeout_s: float) -> tuple[bool, s
 
 def host_info(qemu: str, files: KernelFiles, requested: str) -> HostInfo:
     """The accelerator for ``requested`` (auto, kvm or tcg) and the TSC frequency, cached."""
-    cache = files.directory / "host.json"
+    cache = cache_file()
     key = {"boot_id": boot_id(), "qemu": qemu, "kernel": files.version}
     cached: dict = {}
     with contextlib.suppress(OSError, ValueError):
@@ -125,6 +132,7 @@ def host_info(qemu: str, files: KernelFiles, requested: str) -> HostInfo:
 def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(data, indent=2) + "\n")
         os.replace(tmp, path)
     except OSError:

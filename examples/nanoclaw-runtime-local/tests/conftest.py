@@ -1,0 +1,1 @@
+pytest_plugins = ["nanoclaw_runtimes_core.testing"]
