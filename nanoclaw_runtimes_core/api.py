@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from attrs import define, evolve
-from filelock import FileLock, Timeout
 
 from . import config as config_mod
 from .errors import ConfigError, EngineUnavailable, RuntimeNotFound, UserError
 from .groups import list_groups, resolve_group
-from .locks import SlotPool, group_lock, locks_dir
+from .locks import SlotPool, group_lock, hold, locks_dir
 from .models import (
     ContainerInput,
     EngineStatus,
@@ -201,19 +200,15 @@ class Runtimes:
         self, plan: GroupPlan, *, on_wait: Callable[[str], None] | None = None
     ) -> Iterator[None]:
         """Hold the group's lock, then a run slot of ``MAX_CONCURRENT_CONTAINERS``."""
-        group = plan.group
-        with _hold(
-            group_lock(self.project, group.folder),
-            on_wait,
-            f"group {group.folder!r} is busy with another run; waiting for it to finish",
-        ):
-            size = plan.core.max_concurrent
+        group, size = plan.group, plan.core.max_concurrent
+
+        def told(message: str) -> Callable[[], None] | None:
+            return (lambda: on_wait(message)) if on_wait is not None else None
+
+        busy = f"group {group.folder!r} is busy with another run; waiting for it to finish"
+        with hold(group_lock(self.project, group.folder), on_wait=told(busy)):
             pool = SlotPool(locks_dir(self.project), size, name="run-slot")
-            with pool.slot(
-                on_wait=(lambda: on_wait(f"all {size} run slots are busy; waiting"))
-                if on_wait
-                else None
-            ):
+            with pool.slot(on_wait=told(f"all {size} run slots are busy; waiting")):
                 yield
 
     # ----------------------------------------------------------------- hooks
@@ -407,18 +402,3 @@ class _RecordingSink(OutputSink):
     def on_problem(self, message: str) -> None:
         self._problems.append(message)
         self._inner.on_problem(message)
-
-
-@contextlib.contextmanager
-def _hold(lock: FileLock, on_wait: Callable[[str], None] | None, message: str) -> Iterator[None]:
-    """Hold ``lock``, telling ``on_wait`` once if someone else has it first."""
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        if on_wait is not None:
-            on_wait(message)
-        lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()

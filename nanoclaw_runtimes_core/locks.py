@@ -1,31 +1,130 @@
 """Inter-process locks: one per group, and counted slots for a bounded number of runs.
 
-Both live as lock files under ``data/locks/`` so that separate processes (each
-NanoClaw message may start its own ``nanoclaw-runtimes run``) respect them.
-The kernel drops a lock when its holder dies, so a crash never leaves one stuck.
+Both are ``flock(2)`` locks on files under ``data/locks/``, so separate
+processes (each NanoClaw message may start its own ``nanoclaw-runtimes run``)
+and threads of one process respect them alike. The kernel drops a lock when its
+holder dies, so a crash never leaves one stuck.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-
-from filelock import FileLock, Timeout
+from types import TracebackType
 
 from .models import Project
 
 
+class LockTimeout(TimeoutError):
+    """The lock was not free within the time allowed."""
+
+
+# Unlocked descriptors kept open per lock file: opening a file costs more than locking it.
+# Each is its own open file description, so two holders never share one lock.
+_idle_fds: dict[Path, list[int]] = {}
+_idle_guard = threading.Lock()
+
+
+def _open_fd(path: Path) -> int:
+    with _idle_guard:
+        idle = _idle_fds.get(path)
+        if idle:
+            return idle.pop()
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+
+def _park_fd(path: Path, fd: int) -> None:
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    with _idle_guard:
+        _idle_fds.setdefault(path, []).append(fd)
+
+
+class InterProcessLock:
+    """An exclusive lock on a file; each instance holds its own descriptor.
+
+    Not re-entrant: a second instance on the same path waits, even in the same
+    thread, which is what keeps two runs of one group apart.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self, timeout: float | None = None, *, poll_s: float = 0.05) -> InterProcessLock:
+        """Take the lock, waiting at most ``timeout`` seconds (None: as long as it takes;
+        0: not at all); raises :class:`LockTimeout`. Returns self, for ``with``."""
+        if self._fd is not None:
+            raise RuntimeError(f"{self.path} is already held by this lock object")
+        fd = _open_fd(self.path)
+        try:
+            if timeout is None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            else:
+                deadline = time.monotonic() + timeout
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() >= deadline:
+                            raise LockTimeout(f"{self.path} is held by another run") from None
+                        time.sleep(poll_s)
+        except BaseException:
+            _park_fd(self.path, fd)
+            raise
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            _park_fd(self.path, fd)
+
+    def __enter__(self) -> InterProcessLock:
+        if self._fd is None:
+            self.acquire()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()
+
+
 def locks_dir(project: Project) -> Path:
     path = project.data_dir / "locks"
-    path.mkdir(parents=True, exist_ok=True)
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def group_lock(project: Project, folder: str, *, namespace: str = "group") -> FileLock:
+def group_lock(project: Project, folder: str, *, namespace: str = "group") -> InterProcessLock:
     """The lock that keeps two executions (or an execution and a reset) of a group apart."""
-    return FileLock(str(locks_dir(project) / f"{namespace}-{folder}.lock"))
+    return InterProcessLock(locks_dir(project) / f"{namespace}-{folder}.lock")
+
+
+@contextlib.contextmanager
+def hold(lock: InterProcessLock, *, on_wait: Callable[[], None] | None = None
+         ) -> Iterator[InterProcessLock]:
+    """Hold ``lock`` for the ``with`` block, calling ``on_wait`` once if it is taken."""
+    try:
+        lock.acquire(timeout=0)
+    except LockTimeout:
+        if on_wait is not None:
+            on_wait()
+        lock.acquire()
+    try:
+        yield lock
+    finally:
+        lock.release()
 
 
 class SlotPool:
@@ -34,18 +133,17 @@ class SlotPool:
     def __init__(self, directory: Path, size: int, *, name: str = "slot") -> None:
         if size < 1:
             raise ValueError(f"a slot pool needs at least one slot, got {size}")
-        directory.mkdir(parents=True, exist_ok=True)
+        if not directory.is_dir():
+            directory.mkdir(parents=True, exist_ok=True)
         self.size = size
-        self._locks = [FileLock(str(directory / f"{name}-{i}.lock")) for i in range(size)]
+        self._paths = [directory / f"{name}-{i}.lock" for i in range(size)]
 
-    def try_acquire(self) -> FileLock | None:
+    def try_acquire(self) -> InterProcessLock | None:
         """Take a free slot without waiting, or return None."""
-        for lock in self._locks:
-            try:
-                lock.acquire(timeout=0)
-            except Timeout:
-                continue
-            return lock
+        for path in self._paths:
+            lock = InterProcessLock(path)
+            with contextlib.suppress(LockTimeout):
+                return lock.acquire(timeout=0)
         return None
 
     @contextlib.contextmanager
@@ -68,6 +166,6 @@ class SlotPool:
                 raise TimeoutError(f"no free slot of {self.size} within {timeout_s} s")
             time.sleep(poll_s)
         try:
-            yield self._locks.index(lock)
+            yield self._paths.index(lock.path)
         finally:
             lock.release()

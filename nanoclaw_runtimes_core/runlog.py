@@ -88,10 +88,16 @@ def write_run_log(
         lines += ["", "=== Stderr (tail) ===", result.stderr_tail]
         lines += ["", "=== Stdout ===", stdout_text]
     text = redact("\n".join(lines) + "\n")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    return path
+    for attempt in range(1000):
+        candidate = path if attempt == 0 else path.with_name(f"{path.stem}-{attempt}.log")
+        try:
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # two runs within one millisecond
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return candidate
+    raise FileExistsError(f"no free log file name beside {path}")
 
 
 def _input_json(inp: ContainerInput) -> str:
