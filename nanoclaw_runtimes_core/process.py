@@ -14,6 +14,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +27,7 @@ from .protocol import MarkerDecoder, OutputEvent, ProblemEvent, StatusEvent, Tex
 
 DEFAULT_CAP = 10 * 2**20
 STDERR_TAIL = 2000
+_LINUX = sys.platform.startswith("linux")
 _UNSET: object = object()
 
 
@@ -202,7 +204,7 @@ def run_streaming(
     mode). ``stop`` is called once on timeout or interruption to stop the
     sandbox gracefully (e.g. ``docker stop``); SIGKILL of the whole process
     group follows after ``grace_s``. ``die_with_parent`` makes the kernel kill
-    the command if this process dies (Linux). Raises FileNotFoundError if the
+    the command if this process dies (Linux only; elsewhere it does nothing). Raises FileNotFoundError if the
     executable does not exist.
     """
     run = _Run(sink, decoder or MarkerDecoder(), passthrough, stdout_cap, stderr_cap, raw_stdout)
@@ -215,7 +217,7 @@ def run_streaming(
         env=dict(env) if env is not None else None,
         cwd=cwd,
         start_new_session=True,
-        preexec_fn=_set_parent_death_signal if die_with_parent else None,
+        preexec_fn=_set_parent_death_signal if die_with_parent and _LINUX else None,
     )
     assert proc.stdout is not None and proc.stderr is not None
     threads = [

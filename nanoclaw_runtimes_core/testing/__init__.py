@@ -77,8 +77,9 @@ def clean_environ(
 @pytest.fixture
 def nanoclaw_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> NanoclawProject:
     """A temporary NanoClaw project root; see the module docstring."""
-    helper = NanoclawProject(tmp_path / "project", allowlist_path=tmp_path / "home" /
-                             "mount-allowlist.json")
+    helper = NanoclawProject(
+        tmp_path / "project", allowlist_path=tmp_path / "home" / "mount-allowlist.json"
+    )
     for name in core_env_names():
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv(ALLOWLIST_ENV, str(helper.allowlist_path))
@@ -105,8 +106,9 @@ def nanoclaw_registry() -> Registry:
 
 
 @pytest.fixture
-def nanoclaw_environ(nanoclaw_project: NanoclawProject, nanoclaw_registry: Registry
-                     ) -> dict[str, str]:
+def nanoclaw_environ(
+    nanoclaw_project: NanoclawProject, nanoclaw_registry: Registry
+) -> dict[str, str]:
     """The environment ``nanoclaw_runtimes`` reads: the process's, without the core's and the
     loaded runtimes' own variables, with the test allowlist."""
     env = clean_environ(settings_classes=[i.settings_class for i in nanoclaw_registry.infos()])

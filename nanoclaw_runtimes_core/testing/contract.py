@@ -80,8 +80,7 @@ def block_script(result: str) -> str:
     """
     payload = '{"status":"success","result":"' + result + '"}'
     return (
-        'm=NANOCLAW_OUTPUT; printf "%s\\n" "---${m}_START---" '
-        f"'{payload}' \"---${{m}}_END---\""
+        f'm=NANOCLAW_OUTPUT; printf "%s\\n" "---${{m}}_START---" \'{payload}\' "---${{m}}_END---"'
     )
 
 
@@ -103,9 +102,7 @@ class ContractHarness:
 
     def group(self, folder: str, **config: Any) -> Path:
         """A group whose config selects the runtime under test; returns its host folder."""
-        return self.project.group(
-            folder, {"runtime": self.runtime, **self.group_config, **config}
-        )
+        return self.project.group(folder, {"runtime": self.runtime, **self.group_config, **config})
 
     def run(
         self,
@@ -118,7 +115,9 @@ class ContractHarness:
         """Run ``sh -c script`` in the group's sandbox (command mode)."""
         sink = sink or RecordingSink()
         result = self.runtimes.execute(
-            folder, command=("sh", "-c", script), sink=sink,
+            folder,
+            command=("sh", "-c", script),
+            sink=sink,
             timeout_ms=timeout_ms or self.run_timeout_ms,
         )
         return result, sink
@@ -134,11 +133,16 @@ class ContractHarness:
         """Send ``prompt`` to the group's agent (agent mode)."""
         sink = RecordingSink()
         inp = ContainerInput(
-            prompt=prompt, group_folder=folder, chat_jid="contract@g.us", is_main=False,
-            assistant_name="Andy", secrets=dict(secrets) if secrets else None,
+            prompt=prompt,
+            group_folder=folder,
+            chat_jid="contract@g.us",
+            is_main=False,
+            assistant_name="Andy",
+            secrets=dict(secrets) if secrets else None,
         )
-        result = self.runtimes.execute(folder, input=inp, sink=sink,
-                                       timeout_ms=self.run_timeout_ms, debug=debug)
+        result = self.runtimes.execute(
+            folder, input=inp, sink=sink, timeout_ms=self.run_timeout_ms, debug=debug
+        )
         return result, sink
 
 
@@ -222,15 +226,21 @@ class RuntimeContract:
         environ.update(runtime_env)
         runtimes = Runtimes(nanoclaw_project.root, environ=environ, registry=contract_registry)
         return ContractHarness(
-            project=nanoclaw_project, runtimes=runtimes, runtime=self.runtime_name,
-            registry=contract_registry, environ=environ,
-            group_config=dict(runtime_group_config), run_timeout_ms=self.run_timeout_ms,
+            project=nanoclaw_project,
+            runtimes=runtimes,
+            runtime=self.runtime_name,
+            registry=contract_registry,
+            environ=environ,
+            group_config=dict(runtime_group_config),
+            run_timeout_ms=self.run_timeout_ms,
         )
 
     def _needs_agent(self) -> None:
         if not self.agent_command_supported:
-            pytest.skip(f"{self.runtime_name}: cannot run the example agent "
-                        "(agent_command_supported = False)")
+            pytest.skip(
+                f"{self.runtime_name}: cannot run the example agent "
+                "(agent_command_supported = False)"
+            )
 
     # ----------------------------------------------------------------- the suite itself
 
@@ -260,8 +270,9 @@ class RuntimeContract:
         for doc in describe_settings(cls):
             assert doc.help.strip(), f"setting {doc.name} of {self.runtime_name} has no help text"
             assert doc.env or doc.key, f"setting {doc.name}: give it an env variable or a key"
-        defaults = resolve_settings(cls, group_values=None, group_file="",
-                                    environ=contract.environ, dotenv={})
+        defaults = resolve_settings(
+            cls, group_values=None, group_file="", environ=contract.environ, dotenv={}
+        )
         assert isinstance(defaults, cls)
 
     def test_group_config_selects_the_runtime(self, contract: ContractHarness) -> None:
@@ -412,7 +423,7 @@ class RuntimeContract:
         _assert_ok(result, sink)
         assert (a / "private-a.txt").exists()
         probe = (
-            "cat private-a.txt ../contract-a/private-a.txt \"$HOME/private-a-home.txt\" "
+            'cat private-a.txt ../contract-a/private-a.txt "$HOME/private-a-home.txt" '
             "2>/dev/null; find /workspace \"$HOME\" -name 'private-a*' 2>/dev/null; true"
         )
         result, sink = contract.run("contract-b", probe)

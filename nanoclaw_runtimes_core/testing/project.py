@@ -45,7 +45,9 @@ class NanoclawProject:
 
     def __init__(self, root: Path, *, allowlist_path: Path | None = None) -> None:
         self.root = Path(root).resolve()
-        self.allowlist_path = allowlist_path or self.root.parent / "nanoclaw-home" / "allowlist.json"
+        self.allowlist_path = (
+            allowlist_path or self.root.parent / "nanoclaw-home" / "allowlist.json"
+        )
         for folder in (self.root / "groups" / "global", self.root / "data"):
             folder.mkdir(parents=True, exist_ok=True)
 

@@ -394,3 +394,22 @@ def test_engine_setting_is_checked() -> None:
         ContainerSettings(engine="lxc")
     with pytest.raises(ValueError, match="NAME=VALUE"):
         ContainerSettings(env=("BAD NAME=1",))
+
+
+def test_probe_cache_recomputes_when_the_host_changes(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nanoclaw_runtime_container.engines import probe_cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    calls = []
+
+    def compute() -> dict:
+        calls.append(1)
+        return {"works": len(calls)}
+
+    assert probe_cache.cached("p", {"boot": "a"}, compute) == {"works": 1}
+    assert probe_cache.cached("p", {"boot": "a"}, compute) == {"works": 1}
+    assert probe_cache.cached("p", {"boot": "b"}, compute) == {"works": 2}
+    assert len(calls) == 2
+    assert (tmp_path / "nanoclaw-runtimes" / "p.json").exists()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -41,7 +40,7 @@ class QemuProject:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.images = root / "data" / "vibe-images"
-        (root / "groups" / "global").mkdir(parents=True)
+        (root / "groups" / "global").mkdir(parents=True, exist_ok=True)
         self.env: dict[str, str] = {
             "CONTAINER_RUNTIME": "vibe",
             "NANOCLAW_RUNTIMES_LOAD": "vibe",
@@ -85,10 +84,17 @@ def qproject(tmp_path: Path) -> QemuProject:
 
 
 def vm_processes(needle: str) -> list[str]:
-    """Command lines of live qemu / virtiofsd processes mentioning ``needle``."""
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    return [
-        line
-        for line in out.splitlines()
-        if needle in line and ("qemu-system" in line or "virtiofsd" in line)
-    ]
+    """Command lines (arguments joined by spaces) of live qemu / virtiofsd processes that
+    mention ``needle``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        line = b" ".join(argv).decode("utf-8", errors="replace")
+        if needle in line and ("qemu-system" in line or "virtiofsd" in line):
+            found.append(line)
+    return found

@@ -20,6 +20,7 @@ import shlex
 import shutil
 import sys
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -204,8 +205,6 @@ def reset(request: GroupRequest) -> list[str]:
 @hookimpl
 def stats(request: StatsRequest) -> list[StatsRow]:
     """One row per group with local state: its size and last change."""
-    from datetime import datetime, timezone
-
     root = _state_root(request.project, request.settings)
     if not root.is_dir():
         return []
@@ -215,8 +214,7 @@ def stats(request: StatsRequest) -> list[StatsRow]:
             continue
         apparent, allocated, mtime = _sizes(entry)
         rows.append(
-            StatsRow(
-                runtime="local",
+            StatsRow(  # runtime left empty: the dispatcher fills in the name we are installed as
                 group=entry.name,
                 kind="state",
                 path=str(entry),

@@ -28,13 +28,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import attrs
 from attrs import define
 
 from nanoclaw_runtimes_core.errors import EngineUnavailable, UserError
 from nanoclaw_runtimes_core.models import EngineStatus, Mount
 
 from ..settings import EXAMPLE_AGENT_MODULE
-from . import bwrap_host, limits
+from . import bwrap_host, limits, probe_cache
 from .cli import run_tool
 
 if TYPE_CHECKING:
@@ -64,6 +65,14 @@ class Probe:
 
 @functools.lru_cache(maxsize=4)
 def probe(bwrap: str) -> Probe:
+    """What bwrap can do here (cached per boot and bwrap binary, see probe_cache)."""
+    found = probe_cache.cached(
+        "bwrap-probe", probe_cache.host_key(bwrap), lambda: attrs.asdict(_probe(bwrap))
+    )
+    return Probe(**found)
+
+
+def _probe(bwrap: str) -> Probe:
     """Start two trivial sandboxes: with a user namespace, then without one."""
     version_run = run_tool([bwrap, "--version"], timeout_s=5)
     version = version_run.stdout.strip().removeprefix("bubblewrap ") or None

@@ -18,6 +18,7 @@ import os
 import shutil
 from pathlib import Path
 
+from . import probe_cache
 from .cli import run_tool
 
 SYSTEMD_MARKER = Path("/run/systemd/system")
@@ -29,11 +30,16 @@ def systemd_scope_prefix_base(systemd_run: str | None, is_root: bool) -> tuple[s
     if systemd_run is None or not SYSTEMD_MARKER.is_dir():
         return None
     base = (systemd_run, "--scope", "--quiet", "--collect") + (() if is_root else ("--user",))
-    true = shutil.which("true") or "/bin/true"
-    probe = run_tool(
-        [*base, "-p", "MemoryMax=64M", "-p", "CPUQuota=100%", "--", true], timeout_s=10
-    )
-    return base if probe.ok else None
+
+    def trial() -> dict[str, bool]:
+        true = shutil.which("true") or "/bin/true"
+        probe = run_tool(
+            [*base, "-p", "MemoryMax=64M", "-p", "CPUQuota=100%", "--", true], timeout_s=10
+        )
+        return {"works": probe.ok}
+
+    key = {**probe_cache.host_key(systemd_run), "base": list(base)}
+    return base if probe_cache.cached("systemd-scope-probe", key, trial)["works"] else None
 
 
 def limit_prefix(cpus: int, ram_mb: int) -> list[str]:

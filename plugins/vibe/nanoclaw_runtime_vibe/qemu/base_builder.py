@@ -14,6 +14,7 @@ it was.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -138,7 +139,7 @@ def _run_logged(argv: Sequence[str], progress: Progress, lo: float, hi: float) -
             if not line:
                 continue
             tail = (tail + [line])[-15:]
-            frac = min(hi, frac + (hi - frac) * 0.01)
+            frac = min(hi, frac + (hi - frac) * 0.02)
             progress(line[:160], frac)
         rc = proc.wait()
     except BaseException:
@@ -149,16 +150,34 @@ def _run_logged(argv: Sequence[str], progress: Progress, lo: float, hi: float) -
         raise UserError(f"{Path(argv[0]).name} failed (exit {rc}):\n" + "\n".join(tail))
 
 
-def _npm_hook(clis: Sequence[str]) -> str:
-    """A customize hook installing each CLI on its own; results land in /etc/nanoclaw-clis."""
+BUILD_CA = "/tmp/nanoclaw-build-ca.crt"
+"""Where the host's extra CA bundle (``NODE_EXTRA_CA_CERTS``) is put during npm installs only."""
+
+
+def host_ca_bundle() -> Path | None:
+    """The CA bundle the host's Node.js is told to trust (e.g. behind a TLS-inspecting proxy)."""
+    value = os.environ.get("NODE_EXTRA_CA_CERTS")
+    return Path(value) if value and Path(value).is_file() else None
+
+
+def _npm_hook(clis: Sequence[str], ca: Path | None = None) -> str:
+    """A customize hook installing each CLI on its own; results land in /etc/nanoclaw-clis.
+
+    With ``ca``, the host's CA bundle is trusted for these installs and removed after."""
     lines = ['set +e; : > "$1/etc/nanoclaw-clis"']
+    env = ""
+    if ca is not None:
+        lines.append(f"cp {shlex.quote(str(ca))} \"$1{BUILD_CA}\"")
+        env = f"env NODE_EXTRA_CA_CERTS={BUILD_CA} "
     for cli in clis:
         q = cli.replace("'", "")
         lines.append(
-            f"if chroot \"$1\" npm install -g --no-audit --no-fund '{q}'; "
+            f"if chroot \"$1\" {env}npm install -g --no-audit --no-fund '{q}'; "
             f"then echo 'installed {q}' >> \"$1/etc/nanoclaw-clis\"; "
             f"else echo 'failed {q}' >> \"$1/etc/nanoclaw-clis\"; fi"
         )
+    if ca is not None:
+        lines.append(f"rm -f \"$1{BUILD_CA}\"")
     lines.append("true")
     return "; ".join(lines)
 
@@ -181,7 +200,7 @@ def build_debian(build: BaseBuild, *, size_gib: int, suite: str, clis: Sequence[
             tarball = Path(tmp) / "root.tar"
             argv = [mmdebstrap, "--variant=minbase", f"--include={packages}"]
             argv += ["--mode=" + ("root" if os.geteuid() == 0 else "unshare")]
-            argv += [f"--customize-hook={_npm_hook(clis)}"] if clis else []
+            argv += [f"--customize-hook={_npm_hook(clis, host_ca_bundle())}"] if clis else []
             argv += ["--customize-hook=mkdir -p \"$1/workspace\" \"$1/nanoclaw\""]
             argv += [suite, str(tarball)]
             build.progress(f"mmdebstrap {suite} (Debian packages)", 0.02)
@@ -197,7 +216,7 @@ def build_debian(build: BaseBuild, *, size_gib: int, suite: str, clis: Sequence[
             (root / "nanoclaw").mkdir(exist_ok=True)
             if clis:
                 build.progress("installing the agent CLIs with npm", 0.7)
-                _run_logged(["/bin/sh", "-c", _npm_hook(clis), "hook", str(root)],
+                _run_logged(["/bin/sh", "-c", _npm_hook(clis, host_ca_bundle()), "hook", str(root)],
                             build.progress, 0.7, 0.85)
             source = root
             clis_file = root / "etc/nanoclaw-clis"

@@ -204,7 +204,7 @@ class QemuEngine:
         files = kernel.ensure_kernel_dir(spec.base.parent)
         host = accel.host_info(qemu, files, str(setting(settings, "qemu_accel", "auto")))
         default_boot = BOOT_TIMEOUT_KVM_S if host.accel == "kvm" else BOOT_TIMEOUT_TCG_S
-        boot_timeout = float(setting(settings, "qemu_boot_timeout", default_boot))
+        boot_timeout = float(setting(settings, "qemu_boot_timeout", 0) or default_boot)
         debug = bool(getattr(settings, "debug", False))
         script_guest = f"{GUEST_RUN_DIR}/{spec.script.relative_to(spec.run_dir).as_posix()}"
 
