@@ -80,12 +80,39 @@ def bwrap_argv(root: Path, command: tuple[str, ...]) -> tuple[list[str], dict[st
     return engine.argv(request, "bench"), engine.env(request)
 
 
+def in_process(root: Path, runs: int) -> list[float]:
+    """Seconds per call of the runtime's execute hook for `-- true`, in this process."""
+    from nanoclaw_runtime_container import plugin
+
+    project = Project(root=root)
+    group = resolve_group(project, GROUP)
+    request = ExecuteRequest(
+        project=project,
+        group=group,
+        settings=ContainerSettings(engine="bubblewrap"),
+        mounts=contract_mounts(project, group).mounts,
+        timeout_ms=60_000,
+        command=("true",),
+    )
+    plugin.execute(request=request)  # warm up
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        result = plugin.execute(request=request)
+        times.append(time.perf_counter() - start)
+        assert result.exit_code == 0, result
+    return times
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--root", type=Path, help="project root (default: a temporary one)")
     args = parser.parse_args()
-    cli = shutil.which("nanoclaw-runtimes")
+    # The console script beside this interpreter: a version manager's shim (pyenv) on PATH
+    # would add its own start-up to every run.
+    beside = Path(sys.executable).parent / "nanoclaw-runtimes"
+    cli = str(beside) if beside.exists() else shutil.which("nanoclaw-runtimes")
     if cli is None:
         print("nanoclaw-runtimes is not installed (pip install -e . -e plugins/container)")
         return 1
@@ -131,6 +158,11 @@ def main() -> int:
                 f"{title:44} {fw[0]:7.1f} / {fw[1]:7.1f} {bare[0]:7.1f} / {bare[1]:7.1f} "
                 f"{fw[0] - bare[0]:8.1f}"
             )
+        hook = summary(in_process(root, args.runs))
+        print(
+            f"{'execute hook in process, -- true':44} {hook[0]:7.1f} / {hook[1]:7.1f}"
+            "   (the runtime's own share: no interpreter start, no plugin loading)"
+        )
         python = summary([timed([sys.executable, "-c", "print(1)"])[1] for _ in range(10)])
         print(f"\nfor reference, a bare `python3 -c 'print(1)'`: {python[0]:.1f} ms median")
     return 0

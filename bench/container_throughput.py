@@ -23,6 +23,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -92,7 +93,10 @@ def main() -> int:
     )
     parser.add_argument("--work", type=int, default=150000, help="shell loop iterations per run")
     args = parser.parse_args()
-    cli = shutil.which("nanoclaw-runtimes")
+    # The console script beside this interpreter: a version manager's shim (pyenv) on PATH
+    # would add its own start-up to every run.
+    beside = Path(sys.executable).parent / "nanoclaw-runtimes"
+    cli = str(beside) if beside.exists() else shutil.which("nanoclaw-runtimes")
     if cli is None:
         print("nanoclaw-runtimes is not installed (pip install -e . -e plugins/container)")
         return 1

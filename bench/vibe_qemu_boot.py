@@ -87,7 +87,10 @@ def bench_runs(runs: int) -> None:
         block = (sink.first_block or t0) - t0
         rows.append((boot, block, total))
         label = "first (clone included)" if i == 0 else f"later #{i}"
-        print(f"{label:24} boot line {boot:5.2f} s  first block {block:5.2f} s  whole run {total:5.2f} s")
+        print(
+            f"{label:24} boot line {boot:5.2f} s  first block {block:5.2f} s  "
+            f"whole run {total:5.2f} s"
+        )
     later = rows[1:]
     if later:
         print(

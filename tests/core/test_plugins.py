@@ -21,11 +21,10 @@ from nanoclaw_runtimes_core.errors import (
 from nanoclaw_runtimes_core.models import ExecutionResult, StatsRow
 from nanoclaw_runtimes_core.plugins import LOAD_ENV, Registry, default_registry
 
-if TYPE_CHECKING:  # imported by pytest as a plugin; importing it first would skip its rewrite
+if TYPE_CHECKING:  # pytest imports it as a plugin; importing it first would skip its rewrite
     from nanoclaw_runtimes_core.testing import NanoclawProject
 
 pytest_plugins = ["nanoclaw_runtimes_core.testing"]
-
 
 # --------------------------------------------------------------------------- fake installs
 
@@ -350,3 +349,46 @@ def test_plugins_json_lists_entry_point_runtimes(
     assert [(r["name"], r["distribution"], r["version"], r["hooks"]) for r in rows] == [
         ("fakeok", "nanoclaw-runtime-fakeok", "1.0", ["execute"])
     ]
+
+
+def test_runtime_settings_are_loaded_once_and_resolved_for_each_group(
+    nanoclaw_project: NanoclawProject,
+) -> None:
+    import attrs
+
+    from nanoclaw_runtimes_core.settings import positive, setting
+
+    @attrs.define(frozen=True, kw_only=True)
+    class DialSettings:
+        level: int = setting(1, env="DIAL_LEVEL", key="dialLevel", validator=positive, help="x")
+
+    seen: list[Any] = []
+
+    class Dial:
+        declared = 0
+
+        @hookimpl
+        def runtime_settings(self) -> type:
+            Dial.declared += 1
+            return DialSettings
+
+        @hookimpl
+        def execute(self, request: Any) -> ExecutionResult:
+            seen.append(request.settings)
+            return ExecutionResult(exit_code=0)
+
+    registry = Registry()
+    info = registry.register("dial", Dial())
+    assert info.settings_class is DialSettings and Dial.declared == 1
+    assert registry.call("dial", "runtime_settings") is DialSettings
+
+    nanoclaw_project.group("loud", {"runtime": "dial", "dialLevel": 7})
+    nanoclaw_project.group("quiet", {"runtime": "dial"})
+    runtimes = _runtimes(nanoclaw_project, registry)
+    runtimes.execute("loud", command=["true"])
+    runtimes.execute("quiet", command=["true"])
+    assert seen == [DialSettings(level=7), DialSettings(level=1)]
+
+    nanoclaw_project.write_config("quiet", {"runtime": "dial", "dialLevel": 0})
+    with pytest.raises(UserError, match=r"groups/quiet/config.json: containerConfig.dialLevel"):
+        runtimes.execute("quiet", command=["true"])

@@ -15,6 +15,7 @@ AGENT = HERE / "agent.sh"
 
 def _missing() -> str | None:
     from nanoclaw_runtime_vibe.qemu import kernel, virtiofs
+
     from nanoclaw_runtimes_core.errors import EngineUnavailable
 
     if shutil.which("qemu-system-x86_64") is None:

@@ -9,10 +9,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
 from nanoclaw_runtime_vibe.engines import STATUS_MARKER, BaseBuild, BootSpec
 from nanoclaw_runtime_vibe.qemu import accel, engine, kernel
 from nanoclaw_runtime_vibe.qemu.cpio import CpioWriter
+
 from nanoclaw_runtimes_core.models import Mount, OutputSink
 from nanoclaw_runtimes_core.protocol import MarkerDecoder
 
@@ -34,23 +34,32 @@ def test_cpio_archive_lists_with_gnu_cpio(tmp_path: Path) -> None:
     assert "etc/odd name" in out and "etc/link -> odd name" in out
     dest = tmp_path / "x"
     dest.mkdir()
-    subprocess.run(["cpio", "-id"], input=archive.read_bytes(), cwd=dest, check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["cpio", "-id"], input=archive.read_bytes(), cwd=dest, check=True, capture_output=True
+    )
     assert (dest / "etc/odd name").read_bytes() == b"abc"
 
 
 def _share(tag: str, guest: str, ro: bool) -> engine._Share:
-    return engine._Share(tag=tag, source=Path("/x"), guest=guest, readonly=ro,
-                         socket=Path(f"/s/{tag}.sock"))
+    return engine._Share(
+        tag=tag, source=Path("/x"), guest=guest, readonly=ro, socket=Path(f"/s/{tag}.sock")
+    )
 
 
 def test_command_line_has_no_network_and_no_defaults(tmp_path: Path) -> None:
-    files = kernel.KernelFiles(directory=tmp_path, kernel=tmp_path / "vmlinux",
-                               initrd=tmp_path / "initrd.img", version="v")
+    files = kernel.KernelFiles(
+        directory=tmp_path, kernel=tmp_path / "vmlinux", initrd=tmp_path / "initrd.img", version="v"
+    )
     host = accel.HostInfo(accel="tcg", reason="test", tsc_khz=2_000_000)
     argv = engine.qemu_argv(
-        "qemu", files=files, initrd=tmp_path / "i", host=host, disk=tmp_path / "g,1.raw",
-        shares=[_share("fs0", "/workspace/group", False)], cpus=3, ram_mb=700,
+        "qemu",
+        files=files,
+        initrd=tmp_path / "i",
+        host=host,
+        disk=tmp_path / "g,1.raw",
+        shares=[_share("fs0", "/workspace/group", False)],
+        cpus=3,
+        ram_mb=700,
     )
     joined = " ".join(argv)
     assert "-nodefaults" in argv and "-no-user-config" in argv
@@ -61,9 +70,15 @@ def test_command_line_has_no_network_and_no_defaults(tmp_path: Path) -> None:
     assert "memory-backend-memfd,id=mem,size=700M,share=on" in argv
     assert "vhost-user-fs-device,chardev=fs0,tag=fs0" in argv
     kvm = engine.qemu_argv(
-        "qemu", files=files, initrd=tmp_path / "i",
-        host=accel.HostInfo(accel="kvm", reason="", tsc_khz=1), disk=tmp_path / "d.raw",
-        shares=[], cpus=1, ram_mb=256, network="user",
+        "qemu",
+        files=files,
+        initrd=tmp_path / "i",
+        host=accel.HostInfo(accel="kvm", reason="", tsc_khz=1),
+        disk=tmp_path / "d.raw",
+        shares=[],
+        cpus=1,
+        ram_mb=256,
+        network="user",
     )
     assert "tsc_early_khz" not in " ".join(kvm) and "-netdev" in kvm
 
@@ -99,8 +114,12 @@ def test_tsc_frequency_is_plausible() -> None:
 def test_kernel_files_and_minimal_base(tmp_path: Path) -> None:
     qe = engine.QemuEngine()
     summary = qe.build_base(
-        BaseBuild(target=tmp_path / "base.raw", project_root=tmp_path,
-                  progress=lambda m, f: None, options={"minimal": True}),
+        BaseBuild(
+            target=tmp_path / "base.raw",
+            project_root=tmp_path,
+            progress=lambda m, f: None,
+            options={"minimal": True},
+        ),
         settings=SimpleNamespace(),
     )
     assert "minimal" in summary
@@ -119,8 +138,12 @@ def test_kernel_files_and_minimal_base(tmp_path: Path) -> None:
 def test_hung_boot_is_detected_killed_and_reported(tmp_path: Path) -> None:
     qe = engine.QemuEngine()
     qe.build_base(
-        BaseBuild(target=tmp_path / "base.raw", project_root=tmp_path,
-                  progress=lambda m, f: None, options={"minimal": True}),
+        BaseBuild(
+            target=tmp_path / "base.raw",
+            project_root=tmp_path,
+            progress=lambda m, f: None,
+            options={"minimal": True},
+        ),
         settings=SimpleNamespace(),
     )
     disk = tmp_path / "g.raw"
@@ -129,14 +152,24 @@ def test_hung_boot_is_detected_killed_and_reported(tmp_path: Path) -> None:
     run.mkdir()
     (run / "s.sh").write_text("#!/bin/sh\necho never\n")
     spec = BootSpec(
-        disk=disk, base=tmp_path / "base.raw", cpus=1, ram_mb=256, script=run / "s.sh",
-        run_dir=run, mounts=(Mount(host_path=run, container_path="/nanoclaw/run", readonly=True),),
+        disk=disk,
+        base=tmp_path / "base.raw",
+        cpus=1,
+        ram_mb=256,
+        script=run / "s.sh",
+        run_dir=run,
+        mounts=(Mount(host_path=run, container_path="/nanoclaw/run", readonly=True),),
     )
     # -S: the vCPUs never start, like a guest stuck before its first console line
     settings = SimpleNamespace(qemu_extra_args="-S", qemu_boot_timeout=3, qemu_accel="tcg")
     started = time.monotonic()
-    result = qe.boot(spec, settings=settings, sink=OutputSink(), timeout_ms=600_000,
-                     decoder=MarkerDecoder(status_marker=STATUS_MARKER))
+    result = qe.boot(
+        spec,
+        settings=settings,
+        sink=OutputSink(),
+        timeout_ms=600_000,
+        decoder=MarkerDecoder(status_marker=STATUS_MARKER),
+    )
     took = time.monotonic() - started
     assert took < 30, took
     assert result.exit_code != 0 and not result.timed_out

@@ -10,14 +10,9 @@ from typing import Any
 
 import attrs
 
-from nanoclaw_runtimes_core.settings import setting
+from nanoclaw_runtimes_core.settings import at_least, one_of, positive, setting
 
 DEFAULT_AGENT_COMMAND = "node /app/dist/index.js"
-
-
-def _positive(_inst: Any, attribute: attrs.Attribute, value: int) -> None:
-    if value < 1:
-        raise ValueError(f"must be a whole number of at least 1, got {value}")
 
 
 def plain_image_name(_inst: Any, _attribute: attrs.Attribute, value: str) -> None:
@@ -34,16 +29,6 @@ def plain_image_name(_inst: Any, _attribute: attrs.Attribute, value: str) -> Non
             f"must be a plain file name inside the images folder, such as base.raw or "
             f"custom-dev.raw (no folders, no '..', not hidden), got {value!r}"
         )
-
-
-def _engine(_inst: Any, _attribute: attrs.Attribute, value: str) -> None:
-    if value not in ("auto", "vibe", "qemu"):
-        raise ValueError(f"must be auto, vibe or qemu, got {value!r}")
-
-
-def _accel(_inst: Any, _attribute: attrs.Attribute, value: str) -> None:
-    if value not in ("auto", "kvm", "tcg"):
-        raise ValueError(f"must be auto, kvm or tcg, got {value!r}")
 
 
 def _command(_inst: Any, _attribute: attrs.Attribute, value: str) -> None:
@@ -74,15 +59,15 @@ class VibeSettings:
         validator=plain_image_name,
         help="File name (inside the images folder) of the base a group's disk is cloned from.",
     )
-    cpus: int = setting(2, env="VIBE_CPUS", key="cpus", validator=_positive, help="Virtual CPUs.")
+    cpus: int = setting(2, env="VIBE_CPUS", key="cpus", validator=positive, help="Virtual CPUs.")
     ram: int = setting(
-        2048, env="VIBE_RAM", key="ram", validator=_positive, help="Guest memory in megabytes."
+        2048, env="VIBE_RAM", key="ram", validator=positive, help="Guest memory in megabytes."
     )
     timeout: int = setting(
         300000,
         env="VIBE_TIMEOUT",
         key="timeout",
-        validator=_positive,
+        validator=positive,
         help="Idle timeout of a run in milliseconds (each output block restarts it).",
     )
     debug: bool = setting(
@@ -95,7 +80,7 @@ class VibeSettings:
         "auto",
         env="VIBE_ENGINE",
         key="engine",
-        validator=_engine,
+        validator=one_of("auto", "vibe", "qemu"),
         help="What boots the disk: vibe (macOS), qemu (Linux), or auto "
         "(vibe when installed, else qemu on Linux).",
     )
@@ -113,6 +98,33 @@ class VibeSettings:
     qemu_accel: str = setting(
         "auto",
         env="VIBE_QEMU_ACCEL",
-        validator=_accel,
+        validator=one_of("auto", "kvm", "tcg"),
         help="QEMU acceleration: kvm, tcg, or auto (kvm when a bounded probe boots, else tcg).",
+    )
+    qemu_virtiofsd: str = setting(
+        "",
+        env="VIBE_QEMU_VIRTIOFSD",
+        help="virtiofsd that shares the workspace and mounts with the guest (empty: "
+        "/usr/libexec/virtiofsd, /usr/lib/qemu/virtiofsd or virtiofsd on PATH).",
+    )
+    qemu_boot_timeout: int = setting(
+        0,
+        env="VIBE_QEMU_BOOT_TIMEOUT",
+        validator=at_least(0, "seconds"),
+        help="Seconds a guest may take to print its boot line before it is killed and "
+        "reported (0: 30 under TCG, 10 under KVM).",
+    )
+    qemu_network: str = setting(
+        "none",
+        env="VIBE_QEMU_NETWORK",
+        key="network",
+        validator=one_of("none", "user"),
+        help="Guest network: none, or user (QEMU user-mode NAT; an agent calling an API "
+        "needs it).",
+    )
+    qemu_extra_args: str = setting(
+        "",
+        env="VIBE_QEMU_EXTRA_ARGS",
+        help="Extra QEMU arguments appended to its command line (split like a shell command "
+        "line, no shell).",
     )

@@ -117,7 +117,7 @@ def host_info(qemu: str, files: KernelFiles, requested: str) -> HostInfo:
     if "kvm" not in cached:
         why = kvm_usable()
         if why is None:
-            ok, tail = boot_within(probe_argv(qemu, files), BOOTED, PROBE_TIMEOUT_S)
+            ok, _tail = boot_within(probe_argv(qemu, files), BOOTED, PROBE_TIMEOUT_S)
             why = None if ok else f"a test boot with KVM did not finish in {PROBE_TIMEOUT_S:.0f} s"
         cached["kvm"] = {"ok": why is None, "reason": why or "a test boot with KVM worked"}
         _write_json(cache, cached)

@@ -29,6 +29,9 @@ from ..engines import BaseBuild
 from . import kernel
 
 DEFAULT_SIZE_GIB = 3
+"""Apparent size of a minimal base (the seed's 3 GB); it costs only its data."""
+DEBIAN_SIZE_GIB = 8
+"""A Debian base with node and the agent CLIs fills ~2.5 GB: leave room to work."""
 DEBIAN_SUITE = "bookworm"
 DEBIAN_PACKAGES = (
     "bash",
@@ -74,8 +77,21 @@ def mkfs_ext4(root: Path, image: Path, *, size_gib: int, label: str = "nanoclaw"
 
 def minimal_rootfs(root: Path, busybox: Path) -> None:
     """A busybox root file system: every applet linked at its usual path."""
-    for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "tmp", "proc", "sys", "dev",
-              "workspace", "nanoclaw", "var/tmp"):
+    for d in (
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "etc",
+        "root",
+        "tmp",
+        "proc",
+        "sys",
+        "dev",
+        "workspace",
+        "nanoclaw",
+        "var/tmp",
+    ):
         (root / d).mkdir(parents=True, exist_ok=True)
     shutil.copyfile(busybox, root / "bin/busybox")
     os.chmod(root / "bin/busybox", 0o755)
@@ -138,7 +154,7 @@ def _run_logged(argv: Sequence[str], progress: Progress, lo: float, hi: float) -
             line = line.rstrip()
             if not line:
                 continue
-            tail = (tail + [line])[-15:]
+            tail = ([*tail, line])[-15:]
             frac = min(hi, frac + (hi - frac) * 0.02)
             progress(line[:160], frac)
         rc = proc.wait()
@@ -167,7 +183,7 @@ def _npm_hook(clis: Sequence[str], ca: Path | None = None) -> str:
     lines = ['set +e; : > "$1/etc/nanoclaw-clis"']
     env = ""
     if ca is not None:
-        lines.append(f"cp {shlex.quote(str(ca))} \"$1{BUILD_CA}\"")
+        lines.append(f'cp {shlex.quote(str(ca))} "$1{BUILD_CA}"')
         env = f"env NODE_EXTRA_CA_CERTS={BUILD_CA} "
     for cli in clis:
         q = cli.replace("'", "")
@@ -177,7 +193,8 @@ def _npm_hook(clis: Sequence[str], ca: Path | None = None) -> str:
             f"else echo 'failed {q}' >> \"$1/etc/nanoclaw-clis\"; fi"
         )
     if ca is not None:
-        lines.append(f"rm -f \"$1{BUILD_CA}\"")
+        lines.append(f'rm -f "$1{BUILD_CA}"')
+    lines.append('rm -rf "$1/root/.npm"')  # the download cache: hundreds of MB
     lines.append("true")
     return "; ".join(lines)
 
@@ -197,16 +214,18 @@ def build_debian(build: BaseBuild, *, size_gib: int, suite: str, clis: Sequence[
         root = Path(tmp) / "root"
         packages = ",".join(DEBIAN_PACKAGES)
         if mmdebstrap is not None:
-            tarball = Path(tmp) / "root.tar"
+            # As root, a folder keeps ownership for mkfs.ext4 -d; unprivileged, a tarball
+            # (mkfs.ext4 reads tarballs from e2fsprogs 1.47.1 on).
+            tarball = root if os.geteuid() == 0 else Path(tmp) / "root.tar"
             argv = [mmdebstrap, "--variant=minbase", f"--include={packages}"]
             argv += ["--mode=" + ("root" if os.geteuid() == 0 else "unshare")]
             argv += [f"--customize-hook={_npm_hook(clis, host_ca_bundle())}"] if clis else []
-            argv += ["--customize-hook=mkdir -p \"$1/workspace\" \"$1/nanoclaw\""]
+            argv += ['--customize-hook=mkdir -p "$1/workspace" "$1/nanoclaw"']
             argv += [suite, str(tarball)]
             build.progress(f"mmdebstrap {suite} (Debian packages)", 0.02)
             _run_logged(argv, build.progress, 0.02, 0.85)
             source: Path = tarball
-            clis_file = None
+            clis_file = root / "etc/nanoclaw-clis" if tarball == root else None
         else:
             assert debootstrap is not None
             argv = [debootstrap, "--variant=minbase", f"--include={packages}", suite, str(root)]
@@ -216,8 +235,12 @@ def build_debian(build: BaseBuild, *, size_gib: int, suite: str, clis: Sequence[
             (root / "nanoclaw").mkdir(exist_ok=True)
             if clis:
                 build.progress("installing the agent CLIs with npm", 0.7)
-                _run_logged(["/bin/sh", "-c", _npm_hook(clis, host_ca_bundle()), "hook", str(root)],
-                            build.progress, 0.7, 0.85)
+                _run_logged(
+                    ["/bin/sh", "-c", _npm_hook(clis, host_ca_bundle()), "hook", str(root)],
+                    build.progress,
+                    0.7,
+                    0.85,
+                )
             source = root
             clis_file = root / "etc/nanoclaw-clis"
         build.progress(f"writing {build.target.name} ({size_gib} GiB sparse ext4)", 0.87)
@@ -253,7 +276,8 @@ def build_base(build: BaseBuild, *, settings: Any) -> str:
     ``clis`` (comma-separated npm packages, empty for none)."""
     build.target.parent.mkdir(parents=True, exist_ok=True)
     options = dict(build.options)
-    size = int(options.get("size_gib") or DEFAULT_SIZE_GIB)
+    default = DEFAULT_SIZE_GIB if options.get("minimal") else DEBIAN_SIZE_GIB
+    size = int(options.get("size_gib") or default)
     if size < 1:
         raise UserError(f"the base image size must be at least 1 GiB, got {size}")
     if options.get("minimal"):

@@ -192,7 +192,7 @@ def write_initramfs(out_path: Path, version: str, busybox: Path) -> list[str]:
         for applet in sorted({a.rsplit("/", 1)[-1] for a in busybox_applets(busybox)}):
             if applet != "busybox":
                 w.symlink(f"bin/{applet}", "busybox")
-        for path, name in zip(modules + net, names + net_names):
+        for path, name in zip(modules + net, names + net_names, strict=False):
             w.file(f"lib/modules/{name}.ko", read_module(path))
         w.file("init", guest_file("init"), 0o755)
         w.file("etc/nanoclaw/modules", ("\n".join(names) + "\n").encode())

@@ -12,6 +12,7 @@ with ``tsc_early_khz=`` skips the calibration entirely.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import mmap
 import platform
@@ -43,10 +44,8 @@ def measure_tsc_khz(samples: int = 5, interval_s: float = 0.04) -> int | None:
                 results.append((c1 - c0) * 1_000_000 // (t1 - t0))
         del rdtsc, anchor
     finally:
-        try:
+        with contextlib.suppress(BufferError):  # a ctypes view still alive
             page.close()
-        except BufferError:  # pragma: no cover - a ctypes view still alive
-            pass
     if not results:
         return None
     results.sort()

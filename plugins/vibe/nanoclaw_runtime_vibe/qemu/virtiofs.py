@@ -128,7 +128,7 @@ class ShareSet:
                     )
                 )
         deadline = time.monotonic() + SOCKET_WAIT_S
-        for proc, (source, socket, _ro) in zip(self.procs, shares):
+        for proc, (source, socket, _ro) in zip(self.procs, shares, strict=False):
             while not socket.exists():
                 if proc.poll() is not None or time.monotonic() > deadline:
                     tail = _tail(log)
