@@ -327,9 +327,9 @@ class Runtimes:
         with self._exclusive(plan, on_wait=lambda m: report(m, None)):
             return self.registry.call(plan.runtime, "prepare", request=request)
 
-    def reset(self, folder: str) -> list[str]:
+    def reset(self, folder: str, *, runtime: str | None = None) -> list[str]:
         """Throw away what the group's runtime keeps for it; waits for a running execution."""
-        plan = self.plan(folder)
+        plan = self.plan(folder, runtime=runtime)
         self._require(plan.runtime, "reset")
         with self._exclusive(plan):
             removed = self.registry.call(

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import os
 
-from nanoclaw_runtimes_core.locks import group_lock
 from nanoclaw_runtimes_core.models import StatsRow
-
-from . import images
 
 
 def reset_vibe_image(group: str, *, root: str | os.PathLike[str] = ".") -> list[str]:
@@ -23,10 +20,7 @@ def reset_vibe_image(group: str, *, root: str | os.PathLike[str] = ".") -> list[
     clones it again from its base. Returns what was removed."""
     from nanoclaw_runtimes_core import Runtimes
 
-    runtimes = Runtimes(root)
-    plan = runtimes.plan(group, runtime="vibe")
-    with group_lock(runtimes.project, plan.group.folder):
-        return images.reset_group_disk(runtimes.project, plan.settings, plan.group.folder)
+    return Runtimes(root).reset(group, runtime="vibe")
 
 
 def get_vibe_image_stats(*, root: str | os.PathLike[str] = ".") -> list[StatsRow]:
