@@ -418,8 +418,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not os.path.isdir(root):
         _err(f"--root: {root} is not a folder")
         return ExitStatus.USAGE
+    previous = None
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return COMMANDS[args.command](Runtimes(root), args)
     except UserError as exc:
@@ -439,6 +440,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return ExitStatus.INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -82,6 +82,11 @@ class Registry:
                 f"({other.module}) and by {distribution} ({module or plugin!r}); "
                 f"uninstall one of them (pip uninstall ...)"
             )
+        if self.pm.is_registered(plugin):
+            raise PluginError(
+                f"runtime {name!r} (from {distribution}): the same plugin object is already "
+                f"registered as {self.pm.get_name(plugin)!r}; give each runtime its own object"
+            )
         try:
             self.pm.register(plugin, name=name)
             self.pm.check_pending()
@@ -98,7 +103,15 @@ class Registry:
             hooks=_hook_names(self.pm, plugin),
         )
         self._runtimes[name] = info
-        info.settings_class = self.call(name, "runtime_settings")
+        # Cached callers exclude only the runtimes known when they were built.
+        self._callers.clear()
+        try:
+            info.settings_class = self.call(name, "runtime_settings")
+        except BaseException:
+            del self._runtimes[name]
+            self.pm.unregister(plugin)
+            self._callers.clear()
+            raise
         return info
 
     def load_entry_points(self, selected: Iterable[str] | None = None) -> None:
