@@ -162,13 +162,13 @@ class DockerEngine:
     def stop(self, name: str) -> None:
         """``docker stop -t GRACE NAME``, then ``docker kill NAME`` if it did not stop."""
         grace = self.settings.stop_grace
-        return
+        result = run_tool([self.tool, "stop", "-t", str(grace), name], timeout_s=grace + 15)
         if not result.ok:
             self.kill(name)
 
     def kill(self, name: str) -> None:
         """``docker kill NAME``; quiet when it is already gone."""
-        return
+        run_tool([self.tool, "kill", name], timeout_s=MANAGE_TIMEOUT_S)
 
     def _listed(self, group: str | None) -> list[dict[str, str]]:
         if self.project is None:
