@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 
 def timed(argv: list[str], runs: int, cwd: str) -> list[float]:
@@ -34,7 +35,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
-    cli = shutil.which("nanoclaw-runtimes") or sys.exit("nanoclaw-runtimes is not on PATH")
+    # The script pip installs beside this interpreter (a PATH lookup may hit a slow shim).
+    beside = Path(sys.executable).parent / "nanoclaw-runtimes"
+    cli = str(beside) if beside.exists() else shutil.which("nanoclaw-runtimes")
+    if cli is None:
+        sys.exit("nanoclaw-runtimes is not installed beside this Python nor on PATH")
     with tempfile.TemporaryDirectory() as root:
         cases = {
             "python -c pass": [sys.executable, "-c", "pass"],

@@ -44,7 +44,6 @@ from .mounts import MountPlan, contract_mounts, describe_rejection
 from .plugins import AUTO_ORDER, Registry, default_registry
 from .settings import (
     CoreSettings,
-    known_keys,
     raise_problems,
     resolve_settings,
     try_resolve_settings,
@@ -167,11 +166,7 @@ class Runtimes:
                      f"{cfg.file}: containerConfig.runtime" if cfg.runtime else
                      "CONTAINER_RUNTIME")
             raise RuntimeNotFound(f"{where}: {exc}") from None
-        others = {
-            other.name: known_keys(other.settings_class) if other.settings_class else set()
-            for other in self.registry.infos()
-            if other.name != name
-        }
+        others = self.registry.group_keys_of_others(name)
         found = config_mod.try_resolve_group_settings(
             cfg, info.settings_class, runtime_name=name, other_runtimes_keys=others,
             environ=self.environ, dotenv=dotenv,

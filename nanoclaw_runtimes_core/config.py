@@ -26,8 +26,6 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 import attrs
-from dotenv import dotenv_values
-from dotenv.parser import parse_stream
 
 from .groups import group_path_text, resolve_group
 from .models import Project
@@ -132,6 +130,8 @@ def load_dotenv_values(root: Path) -> dict[str, str | None]:
 def _read_dotenv(path: Path) -> Mapping[str, str | None]:
     if not path.is_file():
         return {}
+    from dotenv import dotenv_values  # only when there is a .env: it costs start-up time
+
     return MappingProxyType(dict(dotenv_values(path, interpolate=False)))
 
 
@@ -144,6 +144,8 @@ def dotenv_problems(root: Path) -> list[Problem]:
         return []
     except (OSError, UnicodeDecodeError) as exc:
         return [Problem(DOTENV_FILE, "", f"cannot be read: {exc}")]
+    from dotenv.parser import parse_stream
+
     problems = []
     for binding in parse_stream(io.StringIO(text)):
         if binding.error:

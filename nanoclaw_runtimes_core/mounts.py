@@ -31,7 +31,7 @@ from .models import Group, Mount, Project, RejectedMount
 from .settings import (
     DEFAULT_ALLOWLIST,
     AdditionalMount,
-    converter,
+    get_converter,
     structure_problems,
 )
 
@@ -145,7 +145,7 @@ def _read_allowlist(path: Path) -> Allowlist:
         return Allowlist(path=path, error=f"the mount allowlist must be a JSON object, {blocked}")
     data = {k: v for k, v in data.items() if not k.startswith("$")}
     try:
-        parsed = converter.structure(data, _AllowlistFile)
+        parsed = get_converter().structure(data, _AllowlistFile)
     except Exception as exc:
         lines = structure_problems(exc, source="", path="$")
         details = "; ".join(f"{p.location.removeprefix('$.')}: {p.message}" for p in lines)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
@@ -61,6 +61,7 @@ class Registry:
         self.pm = pluggy.PluginManager(PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
         self._runtimes: dict[str, RuntimeInfo] = {}
+        self._unloaded: dict[str, EntryPoint] = {}
         self._callers: dict[tuple[str, str], Any] = {}
 
     # ----------------------------------------------------------------- loading
@@ -75,8 +76,8 @@ class Registry:
         module: str | None = None,
     ) -> RuntimeInfo:
         """Register a runtime object or module under ``name``; refuses a second claim of a name."""
-        if name in self._runtimes:
-            other = self._runtimes[name]
+        if name in self._runtimes or name in self._unloaded:
+            other = self._runtimes.get(name) or _unloaded_info(self._unloaded[name])
             raise PluginError(
                 f"runtime name {name!r} is claimed twice: by {other.distribution} "
                 f"({other.module}) and by {distribution} ({module or plugin!r}); "
@@ -115,55 +116,68 @@ class Registry:
         return info
 
     def load_entry_points(self, selected: Iterable[str] | None = None) -> None:
-        """Load every installed runtime (or only the ``selected`` names)."""
+        """Find every installed runtime (or only the ``selected`` names).
+
+        Only the metadata is read here: a runtime's module is imported the first
+        time it is used, so a run imports just the runtime it runs on.
+        """
         wanted = set(selected) if selected is not None else None
-        seen: dict[str, EntryPoint] = {}
         for ep in entry_points(group=PROJECT_NAME):
             if wanted is not None and ep.name not in wanted:
                 continue
-            dist = ep.dist.name if ep.dist else "(unknown distribution)"
-            if ep.name in seen:
-                first = seen[ep.name]
-                first_dist = first.dist.name if first.dist else "(unknown distribution)"
-                if first_dist == dist:
+            first = self._unloaded.get(ep.name)
+            if first is not None:
+                if _dist_name(first) == _dist_name(ep):
                     continue  # one distribution seen twice on sys.path
                 raise PluginError(
-                    f"runtime name {ep.name!r} is claimed by two distributions: {first_dist} "
-                    f"({first.value}) and {dist} ({ep.value}); uninstall one of them"
+                    f"runtime name {ep.name!r} is claimed by two distributions: "
+                    f"{_dist_name(first)} ({first.value}) and {_dist_name(ep)} ({ep.value}); "
+                    "uninstall one of them"
                 )
-            seen[ep.name] = ep
-        for name, ep in seen.items():
-            dist = ep.dist.name if ep.dist else "(unknown distribution)"
-            try:
-                plugin = ep.load()
-            except Exception as exc:
+            if ep.name in self._runtimes:
+                other = self._runtimes[ep.name]
                 raise PluginError(
-                    f"runtime {name!r} (from {dist}) failed to load {ep.value}: "
-                    f"{type(exc).__name__}: {exc}; set {LOAD_ENV} to load only the runtimes "
-                    f"you need, or reinstall {dist}"
-                ) from exc
-            self.register(
-                name,
-                plugin,
-                distribution=dist,
-                version=ep.dist.version if ep.dist else "",
-                module=ep.value,
-            )
+                    f"runtime name {ep.name!r} is claimed twice: by {other.distribution} "
+                    f"({other.module}) and by {_dist_name(ep)} ({ep.value})"
+                )
+            self._unloaded[ep.name] = ep
+
+    def _load(self, name: str) -> RuntimeInfo:
+        ep = self._unloaded[name]
+        dist = _dist_name(ep)
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            raise PluginError(
+                f"runtime {name!r} (from {dist}) failed to load {ep.value}: "
+                f"{type(exc).__name__}: {exc}; set {LOAD_ENV} to load only the runtimes "
+                f"you need, or reinstall {dist}"
+            ) from exc
+        del self._unloaded[name]
+        return self.register(
+            name, plugin, distribution=dist, version=ep.dist.version if ep.dist else "",
+            module=ep.value,
+        )
 
     # ----------------------------------------------------------------- lookup
 
     def names(self) -> list[str]:
-        return sorted(self._runtimes)
+        """Every runtime name, loaded or not."""
+        return sorted({*self._runtimes, *self._unloaded})
 
     def infos(self) -> list[RuntimeInfo]:
-        return [self._runtimes[n] for n in self.names()]
+        """Every runtime, loading those not loaded yet."""
+        return [self.get(n) for n in self.names()]
 
     def get(self, name: str) -> RuntimeInfo:
-        """The runtime called ``name``, or a :class:`RuntimeNotFound` that says what to do."""
-        try:
-            return self._runtimes[name]
-        except KeyError:
-            raise RuntimeNotFound(self._not_found_message(name)) from None
+        """The runtime called ``name`` (loaded on first use), or a :class:`RuntimeNotFound`
+        that says what to do."""
+        info = self._runtimes.get(name)
+        if info is not None:
+            return info
+        if name in self._unloaded:
+            return self._load(name)
+        raise RuntimeNotFound(self._not_found_message(name))
 
     def _not_found_message(self, name: str) -> str:
         installed = self.names()
@@ -182,7 +196,7 @@ class Registry:
 
     def call(self, name: str, hook: str, **kwargs: Any) -> Any:
         """Call ``hook`` of runtime ``name`` only; wraps unexpected errors with its name."""
-        info = self._runtimes[name] if name in self._runtimes else self.get(name)
+        info = self.get(name)
         caller = self._callers.get((name, hook))
         if caller is None:
             others = [i.plugin for n, i in self._runtimes.items() if n != name]
@@ -197,6 +211,40 @@ class Registry:
 
     def implements(self, name: str, hook: str) -> bool:
         return hook in self.get(name).hooks
+
+    def group_keys_of_others(self, name: str) -> Mapping[str, frozenset[str]]:
+        """The ``containerConfig`` keys of every other runtime, loaded only when looked at
+        (which happens only for a key the selected runtime does not know)."""
+        return _OtherRuntimesKeys(self, name)
+
+
+class _OtherRuntimesKeys(Mapping[str, frozenset[str]]):
+    def __init__(self, registry: Registry, selected: str) -> None:
+        self._registry, self._names = registry, [n for n in registry.names() if n != selected]
+
+    def __getitem__(self, name: str) -> frozenset[str]:
+        from .settings import known_keys
+
+        try:
+            cls = self._registry.get(name).settings_class
+        except PluginError:
+            return frozenset()  # a broken runtime is reported where it is used, not here
+        return known_keys(cls) if cls is not None else frozenset()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+def _dist_name(ep: EntryPoint) -> str:
+    return ep.dist.name if ep.dist else "(unknown distribution)"
+
+
+def _unloaded_info(ep: EntryPoint) -> RuntimeInfo:
+    return RuntimeInfo(name=ep.name, distribution=_dist_name(ep), version="", module=ep.value,
+                       plugin=None)
 
 
 _default: Registry | None = None

@@ -234,18 +234,19 @@ def run_streaming(
     for thread in threads:
         thread.start()
     timed_out = False
+    # A blocking wait in a thread wakes us the moment the process exits (no polling delay).
+    exited = threading.Event()
+    threading.Thread(target=lambda: (proc.wait(), exited.set()), daemon=True).start()
     try:
         if on_start is not None:
             on_start(proc)
-        while proc.poll() is None:
-            idle_deadline = run.last_activity + timeout_ms / 1000
-            remaining = idle_deadline - time.monotonic()
+        while not exited.is_set():
+            remaining = run.last_activity + timeout_ms / 1000 - time.monotonic()
             if remaining <= 0:
                 timed_out = True
                 stop_process_group(proc, stop=stop, grace_s=grace_s)
                 break
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=min(remaining, 0.2))
+            exited.wait(remaining)
     except BaseException:
         stop_process_group(proc, stop=stop, grace_s=min(grace_s, 5.0))
         raise

@@ -28,17 +28,11 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, TypeVar, Union
 
 import attrs
-import cattrs
-from cattrs.errors import (
-    AttributeValidationNote,
-    ClassValidationError,
-    ForbiddenExtraKeysError,
-    IterableValidationError,
-    IterableValidationNote,
-)
-from cattrs.gen import make_dict_structure_fn, override
 
 from .errors import ConfigError
+
+if typing.TYPE_CHECKING:
+    import cattrs
 
 __all__ = [
     "AdditionalMount",
@@ -49,8 +43,8 @@ __all__ = [
     "SettingInfo",
     "SettingsResult",
     "at_least",
-    "converter",
     "describe_settings",
+    "get_converter",
     "known_env",
     "known_keys",
     "non_empty",
@@ -232,7 +226,7 @@ def _camel(name: str) -> str:
 
 
 def _json_names(cls: type) -> dict[str, str]:
-    """Attribute name -> the key used in JSON for an attrs class structured by :data:`converter`."""
+    """Attribute name -> the key used in JSON for an attrs class (see :func:`get_converter`)."""
     names = {}
     for a in attrs.fields(cls):
         info = a.metadata.get(METADATA_KEY)
@@ -303,12 +297,14 @@ def _sequence_hook(t: Any) -> Callable[[Any, Any], Any]:
     build = tuple if typing.get_origin(t) is tuple else list
 
     def structure(value: Any, _t: Any) -> Any:
+        from cattrs.errors import IterableValidationError, IterableValidationNote
+
         if not isinstance(value, (list, tuple)):
             raise StrictTypeError(f"expected {_type_word(t)}, got {_show(value)}")
         out, errors = [], []
         for i, item in enumerate(value):
             try:
-                out.append(converter.structure(item, elem))
+                out.append(get_converter().structure(item, elem))
             except Exception as exc:
                 note = IterableValidationNote(f"Structuring item @ index {i}", i, elem)
                 exc.__notes__ = [*getattr(exc, "__notes__", []), note]
@@ -334,6 +330,9 @@ def _literal_hook(t: Any) -> Callable[[Any, Any], Any]:
 
 
 def _attrs_hook(cls: type) -> Callable[[Any, Any], Any]:
+    from cattrs.gen import make_dict_structure_fn, override
+
+    converter = get_converter()
     renames = {name: override(rename=key) for name, key in _json_names(cls).items()}
     inner = make_dict_structure_fn(
         cls, converter, _cattrs_forbid_extra_keys=True, _cattrs_detailed_validation=True, **renames
@@ -347,7 +346,13 @@ def _attrs_hook(cls: type) -> Callable[[Any, Any], Any]:
     return structure
 
 
-def _make_converter() -> cattrs.Converter:
+@functools.cache
+def get_converter() -> cattrs.Converter:
+    """The strict converter for JSON values: str, int, float, bool, Literal, lists/tuples, attrs
+    classes (camelCase keys, unknown keys rejected). It never converts between types. Built on
+    first use, so that runs whose config holds no values do not import cattrs."""
+    import cattrs
+
     conv = cattrs.Converter(detailed_validation=True, forbid_extra_keys=True)
     conv.register_structure_hook(str, _strict_str)
     conv.register_structure_hook(int, _strict_int)
@@ -359,15 +364,13 @@ def _make_converter() -> cattrs.Converter:
     return conv
 
 
-converter: cattrs.Converter = _make_converter()
-"""The strict converter for JSON values: str, int, float, bool, Literal, lists/tuples, attrs classes
-(camelCase keys, unknown keys rejected). It never converts between types."""
 
 
 def structure_problems(
     exc: BaseException, *, source: str, path: str, known_extra: Iterable[str] = ()
 ) -> list[Problem]:
-    """Flatten an exception raised by :data:`converter` into one :class:`Problem` per bad value.
+    """Flatten an exception raised by the :func:`get_converter` converter into one
+    :class:`Problem` per bad value.
 
     ``path`` is the JSON path of the value that was structured
     (``containerConfig.additionalMounts``); paths below it use the JSON keys as
@@ -386,6 +389,14 @@ def _note(exc: BaseException, kind: type) -> Any:
 
 
 def _walk(exc: BaseException, path: str, source: str, out: list[Problem]) -> None:
+    from cattrs.errors import (
+        AttributeValidationNote,
+        ClassValidationError,
+        ForbiddenExtraKeysError,
+        IterableValidationError,
+        IterableValidationNote,
+    )
+
     if isinstance(exc, ClassValidationError):
         names = _json_names(exc.cl)
         for sub in exc.exceptions:
@@ -525,7 +536,6 @@ def _plan(cls: type) -> tuple[_Field, ...]:
             if info.key in keys:
                 raise TypeError(f"{where}: key {info.key!r} is declared twice")
             keys.add(info.key)
-            converter.get_structure_hook(t)  # fails now, not at a user's first run
         fields.append(_Field(attribute=a, type=t, info=info))
     return tuple(fields)
 
@@ -612,7 +622,7 @@ def try_resolve_settings(
         if info.key and group_values and group_values.get(info.key) is not None:
             origin = (group_file, f"{group_path}.{info.key}" if group_path else info.key)
             try:
-                value = converter.structure(group_values[info.key], f.type)
+                value = get_converter().structure(group_values[info.key], f.type)
             except Exception as exc:
                 problems.extend(structure_problems(exc, source=origin[0], path=origin[1]))
         elif info.env and environ.get(info.env):

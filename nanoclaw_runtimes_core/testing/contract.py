@@ -63,7 +63,7 @@ import pytest
 from ..api import Runtimes
 from ..models import ContainerInput, EngineStatus, ExecutionResult, StatsRow
 from ..plugins import HOOK_NAMES, Registry
-from ..settings import describe_settings, resolve_settings
+from ..settings import describe_settings, get_converter, resolve_settings
 from . import ALLOWLIST_ENV, NanoclawProject, RecordingSink, clean_environ
 
 __all__ = ["ContractHarness", "RuntimeContract", "block_script"]
@@ -270,6 +270,9 @@ class RuntimeContract:
         for doc in describe_settings(cls):
             assert doc.help.strip(), f"setting {doc.name} of {self.runtime_name} has no help text"
             assert doc.env or doc.key, f"setting {doc.name}: give it an env variable or a key"
+        for field in attrs.fields(attrs.resolve_types(cls)):
+            # A group key's type must be one the strict JSON converter can read.
+            get_converter().get_structure_hook(field.type)
         defaults = resolve_settings(
             cls, group_values=None, group_file="", environ=contract.environ, dotenv={}
         )
