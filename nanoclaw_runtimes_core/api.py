@@ -339,18 +339,37 @@ class Runtimes:
     def stats(self, runtimes: list[str] | None = None) -> list[StatsRow]:
         """What every (or each named) runtime keeps, one row per thing, sizes in MB."""
         rows: list[StatsRow] = []
+        by_runtime = self._groups_by_runtime()
         for name in runtimes or self.registry.names():
             if not self.registry.implements(name, "stats"):
                 continue
-            settings = self._runtime_settings(name, None, "")
-            found = (
-                self.registry.call(
-                    name, "stats", request=StatsRequest(project=self.project, settings=settings)
-                )
-                or []
+            request = StatsRequest(
+                project=self.project,
+                settings=self._runtime_settings(name, None, ""),
+                groups=tuple(by_runtime.get(name, ())),
             )
+            found = self.registry.call(name, "stats", request=request) or []
             rows += [r if r.runtime else evolve(r, runtime=name) for r in found]
         return rows
+
+    def _groups_by_runtime(self) -> dict[str, list[Group]]:
+        """Every readable group, under the name of the runtime it runs on."""
+        core = self.core_settings()
+        detected: list[str | None] = []  # auto-detection, done at most once
+        found: dict[str, list[Group]] = {}
+        for group in list_groups(self.project):
+            cfg = config_mod.load_group_config(self.project, group.folder, strict=False)
+            name = cfg.runtime or core.runtime
+            if name is None:
+                if not detected:
+                    try:
+                        detected.append(self.detect_runtime())
+                    except UserError:
+                        detected.append(None)
+                name = detected[0]
+            if name is not None and not cfg.problems:
+                found.setdefault(name, []).append(group)
+        return found
 
     def check_config(self, folder: str | None = None) -> dict[str, list[str]]:
         """Every problem per group (an empty list when a group is fine), and under ``.env``

@@ -206,10 +206,16 @@ class GroupRequest:
 
 @define(frozen=True, kw_only=True)
 class StatsRequest:
-    """A ``stats`` call: every group of one runtime in one project."""
+    """A ``stats`` call: every group of one runtime in one project.
+
+    ``groups`` are the groups that run on this runtime (by their config, else
+    ``CONTAINER_RUNTIME``, else auto-detection); a group whose config cannot be
+    read is left out.
+    """
 
     project: Project
     settings: Any
+    groups: tuple[Group, ...] = ()
 
 
 @define(frozen=True, kw_only=True)

@@ -246,7 +246,8 @@ def run_streaming(
                 timed_out = True
                 stop_process_group(proc, stop=stop, grace_s=grace_s)
                 break
-            exited.wait(remaining)
+            # Bounded, so an interrupt raised without a real signal is still seen soon.
+            exited.wait(min(remaining, 0.25))
     except BaseException:
         stop_process_group(proc, stop=stop, grace_s=min(grace_s, 5.0))
         raise

@@ -16,7 +16,10 @@ DEB_PACKAGES=(
   procps                # ps, for leak checks in tests
 )
 
+PYTHON="${PYTHON:-python3}"
 missing=()
+# A Debian system Python needs python3-venv for `python3 -m venv`.
+"$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 for pkg in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
@@ -32,7 +35,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi

@@ -108,14 +108,15 @@ def stats(request: StatsRequest) -> list[StatsRow]:
     """Each group's workspace and logs (all an ephemeral runtime keeps), and any leftover
     container of the project the engine still knows."""
     rows: list[StatsRow] = []
-    for folder in usage.container_groups(request.project.groups_dir):
+    for group in request.groups:
+        folder = group.path
         work = usage.measure(folder, skip=frozenset({"logs"}))
         logs = usage.measure(folder / "logs")
         for kind, found, path in (("workspace", work, folder), ("logs", logs, folder / "logs")):
             rows.append(
                 StatsRow(
                     runtime=naming.RUNTIME_NAME,
-                    group=folder.name,
+                    group=group.folder,
                     kind=kind,
                     path=str(path),
                     apparent_mb=round(found.apparent / usage.MB, 3),

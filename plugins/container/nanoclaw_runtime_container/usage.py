@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
-import re
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 from attrs import define
 
-from .naming import RUNTIME_NAME
-
-_FOLDER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 MB = 1024 * 1024
 
 
@@ -56,29 +50,3 @@ def measure(folder: Path, *, skip: frozenset[str] = frozenset()) -> Usage:
             if entry.is_dir(follow_symlinks=False):
                 stack.append((Path(entry.path), False))
     return usage
-
-
-def runtime_of(group_dir: Path) -> str | None:
-    """The ``containerConfig.runtime`` a group's config.json names, or None."""
-    try:
-        data = json.loads((group_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    config = data.get("containerConfig") if isinstance(data, dict) else None
-    runtime = config.get("runtime") if isinstance(config, dict) else None
-    return runtime if isinstance(runtime, str) else None
-
-
-def container_groups(groups_dir: Path) -> Iterator[Path]:
-    """Group folders that use this runtime or name no runtime (so may use it by default)."""
-    try:
-        entries = sorted(os.scandir(groups_dir), key=lambda e: e.name)
-    except OSError:
-        return
-    for entry in entries:
-        if entry.name == "global" or not _FOLDER.fullmatch(entry.name):
-            continue
-        if not entry.is_dir(follow_symlinks=False):
-            continue
-        if runtime_of(Path(entry.path)) in (None, RUNTIME_NAME):
-            yield Path(entry.path)
