@@ -155,26 +155,41 @@ class Runtimes:
         group = resolve_group(self.project, folder)
         dotenv = self._dotenv()
         cfg = config_mod.load_group_config(self.project, group.folder, strict=False)
-        core_r = try_resolve_settings(CoreSettings, group_values=None, group_file=cfg.file,
-                                      environ=self.environ, dotenv=dotenv)
+        core_r = try_resolve_settings(
+            CoreSettings,
+            group_values=None,
+            group_file=cfg.file,
+            environ=self.environ,
+            dotenv=dotenv,
+        )
         core = core_r.settings
         name = runtime or cfg.runtime or core.runtime or self.detect_runtime()
         try:
             info = self.registry.get(name)
         except RuntimeNotFound as exc:
-            where = ("--runtime" if runtime else
-                     f"{cfg.file}: containerConfig.runtime" if cfg.runtime else
-                     "CONTAINER_RUNTIME")
+            where = (
+                "--runtime"
+                if runtime
+                else f"{cfg.file}: containerConfig.runtime"
+                if cfg.runtime
+                else "CONTAINER_RUNTIME"
+            )
             raise RuntimeNotFound(f"{where}: {exc}") from None
         others = self.registry.group_keys_of_others(name)
         found = config_mod.try_resolve_group_settings(
-            cfg, info.settings_class, runtime_name=name, other_runtimes_keys=others,
-            environ=self.environ, dotenv=dotenv,
+            cfg,
+            info.settings_class,
+            runtime_name=name,
+            other_runtimes_keys=others,
+            environ=self.environ,
+            dotenv=dotenv,
         )
         raise_problems(found.problems, core_r.problems)
         settings = found.settings
         mounts = contract_mounts(
-            self.project, group, cfg.additional_mounts,
+            self.project,
+            group,
+            cfg.additional_mounts,
             self.project.resolve(core.allowlist_path),
         )
         timeout = timeout_ms or cfg.timeout or getattr(settings, "timeout", None) or core.timeout
@@ -388,9 +403,9 @@ class Runtimes:
                 report[name] = str(exc).splitlines()
             else:
                 rel = plan.config_file.relative_to(self.project.root).as_posix()
-                report[name] = [
-                    f"{rel}: {describe_rejection(r)}" for r in plan.mounts.rejected
-                ] + [f"{rel}: {note}" for note in plan.mounts.notes]
+                report[name] = [f"{rel}: {describe_rejection(r)}" for r in plan.mounts.rejected] + [
+                    f"{rel}: {note}" for note in plan.mounts.notes
+                ]
         return report
 
     def _require(self, runtime: str, hook: str) -> None:

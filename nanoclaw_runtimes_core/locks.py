@@ -94,8 +94,12 @@ class InterProcessLock:
             self.acquire()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.release()
 
 
@@ -112,8 +116,9 @@ def group_lock(project: Project, folder: str, *, namespace: str = "group") -> In
 
 
 @contextlib.contextmanager
-def hold(lock: InterProcessLock, *, on_wait: Callable[[], None] | None = None
-         ) -> Iterator[InterProcessLock]:
+def hold(
+    lock: InterProcessLock, *, on_wait: Callable[[], None] | None = None
+) -> Iterator[InterProcessLock]:
     """Hold ``lock`` for the ``with`` block, calling ``on_wait`` once if it is taken."""
     try:
         lock.acquire(timeout=0)

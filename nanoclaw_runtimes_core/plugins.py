@@ -155,7 +155,10 @@ class Registry:
             ) from exc
         del self._unloaded[name]
         return self.register(
-            name, plugin, distribution=dist, version=ep.dist.version if ep.dist else "",
+            name,
+            plugin,
+            distribution=dist,
+            version=ep.dist.version if ep.dist else "",
             module=ep.value,
         )
 
@@ -243,8 +246,9 @@ def _dist_name(ep: EntryPoint) -> str:
 
 
 def _unloaded_info(ep: EntryPoint) -> RuntimeInfo:
-    return RuntimeInfo(name=ep.name, distribution=_dist_name(ep), version="", module=ep.value,
-                       plugin=None)
+    return RuntimeInfo(
+        name=ep.name, distribution=_dist_name(ep), version="", module=ep.value, plugin=None
+    )
 
 
 _default: Registry | None = None

@@ -204,8 +204,8 @@ def run_streaming(
     mode). ``stop`` is called once on timeout or interruption to stop the
     sandbox gracefully (e.g. ``docker stop``); SIGKILL of the whole process
     group follows after ``grace_s``. ``die_with_parent`` makes the kernel kill
-    the command if this process dies (Linux only; elsewhere it does nothing). Raises FileNotFoundError if the
-    executable does not exist.
+    the command if this process dies (Linux only; elsewhere it does nothing).
+    Raises FileNotFoundError if the executable does not exist.
     """
     run = _Run(sink, decoder or MarkerDecoder(), passthrough, stdout_cap, stderr_cap, raw_stdout)
     started = time.monotonic()

@@ -364,8 +364,6 @@ def get_converter() -> cattrs.Converter:
     return conv
 
 
-
-
 def structure_problems(
     exc: BaseException, *, source: str, path: str, known_extra: Iterable[str] = ()
 ) -> list[Problem]:

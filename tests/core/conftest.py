@@ -37,9 +37,12 @@ class SubprocessRuntime:
 
     @hookimpl
     def engine_status(self, settings: SubprocessSettings) -> EngineStatus:
-        return EngineStatus(available=self.available, engine="subprocess",
-                            detail="" if self.available else "switched off",
-                            fix="switch it on")
+        return EngineStatus(
+            available=self.available,
+            engine="subprocess",
+            detail="" if self.available else "switched off",
+            fix="switch it on",
+        )
 
     @hookimpl
     def prepare(self, request):  # type: ignore[no-untyped-def]
@@ -49,13 +52,20 @@ class SubprocessRuntime:
     @hookimpl
     def execute(self, request):  # type: ignore[no-untyped-def]
         self.calls.append("execute")
-        workspace = next(m.host_path for m in request.mounts
-                         if m.container_path == "/workspace/group")
+        workspace = next(
+            m.host_path for m in request.mounts if m.container_path == "/workspace/group"
+        )
         argv = request.command or AGENT
         stdin = request.input_json() if request.input is not None else None
-        return run_streaming(argv, timeout_ms=request.timeout_ms, sink=request.sink, stdin=stdin,
-                             cwd=workspace, passthrough=request.command is not None,
-                             grace_s=1).to_result()
+        return run_streaming(
+            argv,
+            timeout_ms=request.timeout_ms,
+            sink=request.sink,
+            stdin=stdin,
+            cwd=workspace,
+            passthrough=request.command is not None,
+            grace_s=1,
+        ).to_result()
 
     @hookimpl
     def reset(self, request):  # type: ignore[no-untyped-def]
@@ -80,8 +90,10 @@ def root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def environ(tmp_path: Path) -> dict[str, str]:
-    return {"NANOCLAW_MOUNT_ALLOWLIST": str(tmp_path / "no-allowlist.json"),
-            "PATH": "/usr/bin:/bin"}
+    return {
+        "NANOCLAW_MOUNT_ALLOWLIST": str(tmp_path / "no-allowlist.json"),
+        "PATH": "/usr/bin:/bin",
+    }
 
 
 @pytest.fixture

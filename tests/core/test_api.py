@@ -18,13 +18,15 @@ from nanoclaw_runtimes_core.errors import (
 )
 from nanoclaw_runtimes_core.models import ContainerInput
 from nanoclaw_runtimes_core.plugins import Registry
+from nanoclaw_runtimes_core.testing import RecordingSink
 
 from .conftest import SubprocessRuntime, make_group
 
 
 def agent_input(folder: str, **extra: object) -> ContainerInput:
-    return ContainerInput(prompt="hello", group_folder=folder, chat_jid="c@g.us",
-                          is_main=folder == "main", **extra)  # type: ignore[arg-type]
+    return ContainerInput(
+        prompt="hello", group_folder=folder, chat_jid="c@g.us", is_main=folder == "main", **extra
+    )  # type: ignore[arg-type]
 
 
 def interval_command(log: Path, seconds: float) -> list[str]:
@@ -50,21 +52,17 @@ def peak_overlap(*logs: Path) -> int:
     return peak
 
 
-def test_agent_run_streams_blocks_and_writes_a_redacted_log(runtimes: Runtimes, root: Path
-                                                            ) -> None:
+def test_agent_run_streams_blocks_and_writes_a_redacted_log(runtimes: Runtimes, root: Path) -> None:
     make_group(root, "dev", '{"containerConfig": {"runtime": "subproc"}}')
-    seen = []
-
-    class Sink:
-        def on_output(self, output):  # type: ignore[no-untyped-def]
-            seen.append(output)
-
-        on_stdout = on_stderr = on_problem = lambda self, data: None  # noqa: E731
-
-    result = runtimes.execute("dev", input=agent_input("dev", secrets={"API_KEY": "s3cr3t-v4lue"}),
-                              sink=Sink(), debug=True)  # type: ignore[arg-type]
+    sink = RecordingSink()
+    result = runtimes.execute(
+        "dev",
+        input=agent_input("dev", secrets={"API_KEY": "s3cr3t-v4lue"}),
+        sink=sink,
+        debug=True,
+    )
     assert result.status == "success" and len(result.outputs) == 2
-    assert seen == list(result.outputs)
+    assert sink.outputs == list(result.outputs)
     assert "You said: 'hello'" in (result.outputs[0].result or "")
     logs = list((root / "groups" / "dev" / "logs").glob("container-*.log"))
     assert len(logs) == 1
@@ -117,8 +115,11 @@ def test_unknown_runtime_names_the_source_lists_installed_and_says_how_to_instal
 
 
 def test_every_config_problem_at_once(runtimes: Runtimes, root: Path) -> None:
-    make_group(root, "dev", '{"containerConfig": {"runtime": "subproc", "cpus": "4", '
-                            '"flavor": "x", "timeout": -5}}')
+    make_group(
+        root,
+        "dev",
+        '{"containerConfig": {"runtime": "subproc", "cpus": "4", "flavor": "x", "timeout": -5}}',
+    )
     with pytest.raises(ConfigError) as info:
         runtimes.plan("dev")
     problems = "\n".join(info.value.problems)
@@ -145,9 +146,13 @@ def test_same_group_runs_never_overlap_and_groups_run_side_by_side(
         make_group(root, folder, '{"containerConfig": {"runtime": "subproc"}}')
     logs = {folder: tmp_path / f"{folder}.log" for folder in ("one", "two")}
     threads = [
-        threading.Thread(target=runtimes.execute, args=(folder,),
-                         kwargs={"command": interval_command(logs[folder], 0.4)})
-        for folder in ("one", "two") for _ in range(3)
+        threading.Thread(
+            target=runtimes.execute,
+            args=(folder,),
+            kwargs={"command": interval_command(logs[folder], 0.4)},
+        )
+        for folder in ("one", "two")
+        for _ in range(3)
     ]
     for t in threads:
         t.start()
@@ -158,8 +163,9 @@ def test_same_group_runs_never_overlap_and_groups_run_side_by_side(
     assert peak_overlap(logs["one"], logs["two"]) == 2
 
 
-def test_concurrency_bound_across_groups(root: Path, environ: dict[str, str], runtime,
-                                         tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_concurrency_bound_across_groups(
+    root: Path, environ: dict[str, str], runtime, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     registry = Registry()
     registry.register("subproc", runtime, distribution="tests")
     rt = Runtimes(root, environ={**environ, "MAX_CONCURRENT_CONTAINERS": "2"}, registry=registry)
@@ -167,9 +173,12 @@ def test_concurrency_bound_across_groups(root: Path, environ: dict[str, str], ru
     for folder in folders:
         make_group(root, folder, '{"containerConfig": {"runtime": "subproc"}}')
     logs = [tmp_path / f"{f}.log" for f in folders]
-    threads = [threading.Thread(target=rt.execute, args=(f,),
-                                kwargs={"command": interval_command(log, 0.4)})
-               for f, log in zip(folders, logs)]
+    threads = [
+        threading.Thread(
+            target=rt.execute, args=(f,), kwargs={"command": interval_command(log, 0.4)}
+        )
+        for f, log in zip(folders, logs, strict=True)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -177,13 +186,15 @@ def test_concurrency_bound_across_groups(root: Path, environ: dict[str, str], ru
     assert peak_overlap(*logs) == 2
 
 
-def test_reset_waits_for_a_running_execution(runtimes: Runtimes, root: Path,
-                                             tmp_path: Path) -> None:
+def test_reset_waits_for_a_running_execution(
+    runtimes: Runtimes, root: Path, tmp_path: Path
+) -> None:
     group = make_group(root, "dev", '{"containerConfig": {"runtime": "subproc"}}')
     (group / "state").write_text("x")
     log = tmp_path / "run.log"
-    worker = threading.Thread(target=runtimes.execute, args=("dev",),
-                              kwargs={"command": interval_command(log, 1.0)})
+    worker = threading.Thread(
+        target=runtimes.execute, args=("dev",), kwargs={"command": interval_command(log, 1.0)}
+    )
     worker.start()
     while not log.exists():
         time.sleep(0.02)
@@ -199,28 +210,27 @@ def test_stats_rows_carry_the_runtime_name(runtimes: Runtimes) -> None:
     assert [(r.runtime, r.group, r.kind) for r in rows] == [("subproc", "g", "disk")]
 
 
-def test_prepare_is_called_before_execute(runtimes: Runtimes, root: Path,
-                                          runtime: SubprocessRuntime) -> None:
+def test_prepare_is_called_before_execute(
+    runtimes: Runtimes, root: Path, runtime: SubprocessRuntime
+) -> None:
     make_group(root, "dev", '{"containerConfig": {"runtime": "subproc"}}')
     runtimes.execute("dev", command=["true"])
     assert runtime.calls == ["prepare", "execute"]
     assert runtimes.prepare("dev") == "ready"
 
 
-def test_rejected_mounts_are_reported_not_silently_dropped(runtimes: Runtimes, root: Path,
-                                                           tmp_path: Path) -> None:
+def test_rejected_mounts_are_reported_not_silently_dropped(
+    runtimes: Runtimes, root: Path, tmp_path: Path
+) -> None:
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    make_group(root, "dev", '{"containerConfig": {"runtime": "subproc", "additionalMounts": '
-                            f'[{{"hostPath": "{outside}"}}]}}}}')
-    problems: list[str] = []
-
-    class Sink:
-        on_output = on_stdout = on_stderr = lambda self, data: None  # noqa: E731
-
-        def on_problem(self, message: str) -> None:
-            problems.append(message)
-
-    runtimes.execute("dev", command=["true"], sink=Sink())  # type: ignore[arg-type]
-    assert problems and str(outside) in problems[0]
+    make_group(
+        root,
+        "dev",
+        '{"containerConfig": {"runtime": "subproc", "additionalMounts": '
+        f'[{{"hostPath": "{outside}"}}]}}}}',
+    )
+    sink = RecordingSink()
+    runtimes.execute("dev", command=["true"], sink=sink)
+    assert sink.problems and str(outside) in sink.problems[0]
     assert runtimes.check_config("dev")["dev"]

@@ -128,6 +128,10 @@ def test_doctor_reports_ok_and_problems(run_cli, root: Path) -> None:  # type: i
 
 
 def test_python_dash_m_entry_point_runs() -> None:
-    proc = subprocess.run([sys.executable, "-m", "nanoclaw_runtimes_core", "--help"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nanoclaw_runtimes_core", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0 and "Exit statuses" in proc.stdout

@@ -64,8 +64,9 @@ def alive(tag: str) -> bool:
 def test_blocks_stream_before_the_process_ends() -> None:
     sink = Recorder()
     started = time.monotonic()
-    result = run_streaming(py(EMIT + "emit('first'); time.sleep(1.5); emit('second')"),
-                           timeout_ms=20_000, sink=sink)
+    result = run_streaming(
+        py(EMIT + "emit('first'); time.sleep(1.5); emit('second')"), timeout_ms=20_000, sink=sink
+    )
     assert result.exit_code == 0 and [o.result for o in result.outputs] == ["first", "second"]
     first_at = sink.outputs[0][0] - started
     assert first_at < result.duration_ms / 1000 - 1.0  # seen well before the end
@@ -73,15 +74,23 @@ def test_blocks_stream_before_the_process_ends() -> None:
 
 def test_stdin_is_delivered_and_closed() -> None:
     sink = Recorder()
-    result = run_streaming(py("import sys; print(sys.stdin.read()[::-1])"), stdin=b"abc",
-                           timeout_ms=20_000, sink=sink, passthrough=True)
+    result = run_streaming(
+        py("import sys; print(sys.stdin.read()[::-1])"),
+        stdin=b"abc",
+        timeout_ms=20_000,
+        sink=sink,
+        passthrough=True,
+    )
     assert sink.stdout == b"cba\n" and result.text == b"cba\n"
 
 
 def test_exit_status_and_stderr_tail() -> None:
     sink = Recorder()
-    result = run_streaming(py("import sys; sys.stderr.write('bad thing\\n'); sys.exit(3)"),
-                           timeout_ms=20_000, sink=sink)
+    result = run_streaming(
+        py("import sys; sys.stderr.write('bad thing\\n'); sys.exit(3)"),
+        timeout_ms=20_000,
+        sink=sink,
+    )
     assert result.exit_code == 3
     assert "bad thing" in result.stderr_tail and b"bad thing" in sink.stderr
     final = result.to_result()
@@ -122,16 +131,22 @@ def test_stderr_does_not_reset_the_timeout() -> None:
 
 def test_stop_callback_is_used_before_kill() -> None:
     called = threading.Event()
-    result = run_streaming(py("import time; time.sleep(60)"), timeout_ms=300,
-                           sink=Recorder(), stop=called.set, grace_s=0.3)
+    result = run_streaming(
+        py("import time; time.sleep(60)"),
+        timeout_ms=300,
+        sink=Recorder(),
+        stop=called.set,
+        grace_s=0.3,
+    )
     assert called.is_set() and result.timed_out
 
 
 def test_output_caps_flag_truncation_but_blocks_still_arrive() -> None:
     code = EMIT + "\nprint('x' * 5000)\nsys.stderr.write('e' * 5000)\nemit('after')"
     sink = Recorder()
-    result = run_streaming(py(code), timeout_ms=20_000, sink=sink, passthrough=True,
-                           stdout_cap=1000, stderr_cap=1000)
+    result = run_streaming(
+        py(code), timeout_ms=20_000, sink=sink, passthrough=True, stdout_cap=1000, stderr_cap=1000
+    )
     assert result.stdout_truncated and result.stderr_truncated
     assert len(sink.stdout) <= 1000 and len(sink.stderr) <= 1000
     assert [o.result for o in result.outputs] == ["after"]
@@ -139,8 +154,9 @@ def test_output_caps_flag_truncation_but_blocks_still_arrive() -> None:
 
 def test_reported_status_from_stream() -> None:
     code = "print('noise'); print('##EXIT:5'); import sys; sys.exit(0)"
-    result = run_streaming(py(code), timeout_ms=20_000, sink=Recorder(),
-                           decoder=MarkerDecoder(status_marker="##EXIT:"))
+    result = run_streaming(
+        py(code), timeout_ms=20_000, sink=Recorder(), decoder=MarkerDecoder(status_marker="##EXIT:")
+    )
     assert result.exit_code == 0 and result.reported_status == 5
     assert result.to_result(exit_code=result.reported_status).status == "error"
 
@@ -152,8 +168,13 @@ def test_keyboard_interrupt_cleans_up_and_propagates() -> None:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_streaming(py(f"import time; time.sleep(60)  # {tag}"), timeout_ms=20_000,
-                      sink=Recorder(), on_start=interrupt, grace_s=0.5)
+        run_streaming(
+            py(f"import time; time.sleep(60)  # {tag}"),
+            timeout_ms=20_000,
+            sink=Recorder(),
+            on_start=interrupt,
+            grace_s=0.5,
+        )
     time.sleep(0.2)
     assert not alive(tag)
 

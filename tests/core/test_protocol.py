@@ -42,9 +42,7 @@ BLOCK = (
 
 def test_one_block_surrounded_by_text() -> None:
     events = feed_all(MarkerDecoder(), [b"booting\n" + BLOCK + b"bye\n"])
-    assert outputs(events) == [
-        ContainerOutput(status="success", result="hi", new_session_id="s1")
-    ]
+    assert outputs(events) == [ContainerOutput(status="success", result="hi", new_session_id="s1")]
     assert [e.data for e in events if isinstance(e, TextEvent)] == [b"booting\n", b"bye\n"]
 
 
@@ -113,8 +111,14 @@ def test_literal_marker_inside_other_text_is_not_a_marker() -> None:
 
 
 def test_input_round_trip_and_camel_case() -> None:
-    inp = ContainerInput(prompt="hi", group_folder="dev", chat_jid="j@s", is_main=False,
-                         session_id="s", secrets={"API_KEY": "k"})
+    inp = ContainerInput(
+        prompt="hi",
+        group_folder="dev",
+        chat_jid="j@s",
+        is_main=False,
+        session_id="s",
+        secrets={"API_KEY": "k"},
+    )
     raw = encode_input(inp)
     assert json.loads(raw)["groupFolder"] == "dev"
     assert decode_input(raw) == inp
@@ -124,8 +128,12 @@ def test_input_errors_name_each_field() -> None:
     with pytest.raises(InputError) as info:
         decode_input(b'{"prompt": 3, "chatJid": "x", "isMain": "yes", "extra": 1}')
     text = str(info.value)
-    for expected in ("prompt: expected str", "groupFolder: required", "isMain: expected bool",
-                     "extra: unknown"):
+    for expected in (
+        "prompt: expected str",
+        "groupFolder: required",
+        "isMain: expected bool",
+        "extra: unknown",
+    ):
         assert expected in text
 
 

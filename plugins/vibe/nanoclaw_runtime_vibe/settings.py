@@ -119,8 +119,7 @@ class VibeSettings:
         env="VIBE_QEMU_NETWORK",
         key="network",
         validator=one_of("none", "user"),
-        help="Guest network: none, or user (QEMU user-mode NAT; an agent calling an API "
-        "needs it).",
+        help="Guest network: none, or user (QEMU user-mode NAT; an agent calling an API needs it).",
     )
     qemu_extra_args: str = setting(
         "",
