@@ -22,6 +22,7 @@ from nanoclaw_runtime_container.engines.apple import SERVICE_DOWN
 from nanoclaw_runtime_container.settings import ContainerSettings
 
 from nanoclaw_runtimes_core.errors import EngineUnavailable, UserError
+from nanoclaw_runtimes_core.groups import resolve_group
 from nanoclaw_runtimes_core.models import GroupRequest, Mount, PrepareRequest, StatsRequest
 
 from .container_helpers import ProjectHelper, RecordingSink, Standins, processes_with, wait_until
@@ -352,11 +353,12 @@ def test_stats_reports_workspace_and_logs(project: ProjectHelper, standins: Stan
     (group / "data.bin").write_bytes(b"x" * 300_000)
     (group / "logs").mkdir()
     (group / "logs" / "container-1.log").write_bytes(b"y" * 100_000)
-    project.group("vm-group")
-    (project.root / "groups" / "vm-group" / "config.json").write_text(
-        '{"containerConfig": {"runtime": "vibe"}}'
+    request = StatsRequest(
+        project=project.project,
+        settings=settings("docker"),
+        groups=(resolve_group(project.project, "dev"),),
     )
-    rows = plugin.stats(request=StatsRequest(project=project.project, settings=settings("docker")))
+    rows = plugin.stats(request=request)
     by = {(r.group, r.kind): r for r in rows}
     assert set(by) == {("dev", "workspace"), ("dev", "logs")}
     assert 0.28 < by[("dev", "workspace")].apparent_mb < 0.3
@@ -390,7 +392,7 @@ def test_auto_on_macos_falls_back_when_the_service_is_down(
 
 
 def test_engine_setting_is_checked() -> None:
-    with pytest.raises(ValueError, match="must be one of auto, container, docker"):
+    with pytest.raises(ValueError, match=r"must be one of \"auto\", \"container\", \"docker\""):
         ContainerSettings(engine="lxc")
     with pytest.raises(ValueError, match="NAME=VALUE"):
         ContainerSettings(env=("BAD NAME=1",))

@@ -78,6 +78,7 @@ class SubprocessRuntime:
 
     @hookimpl
     def stats(self, request):  # type: ignore[no-untyped-def]
+        self.stats_groups = [g.folder for g in request.groups]
         return [StatsRow(group="g", kind="disk", apparent_mb=1.0, allocated_mb=0.5)]
 
 

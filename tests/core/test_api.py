@@ -205,9 +205,21 @@ def test_reset_waits_for_a_running_execution(
     assert ended <= reset_done
 
 
-def test_stats_rows_carry_the_runtime_name(runtimes: Runtimes) -> None:
-    rows = runtimes.stats()
+def test_stats_rows_carry_the_runtime_name_and_the_runtime_gets_its_groups(
+    root: Path, environ: dict[str, str]
+) -> None:
+    mine, other = SubprocessRuntime(), SubprocessRuntime()
+    registry = Registry()
+    registry.register("subproc", mine, distribution="tests")
+    registry.register("other", other, distribution="tests")
+    make_group(root, "a", '{"containerConfig": {"runtime": "subproc"}}')
+    make_group(root, "b", '{"containerConfig": {"runtime": "other"}}')
+    make_group(root, "c")  # no runtime named: CONTAINER_RUNTIME decides
+    make_group(root, "broken", "{not json")
+    rt = Runtimes(root, environ={**environ, "CONTAINER_RUNTIME": "subproc"}, registry=registry)
+    rows = rt.stats(["subproc"])
     assert [(r.runtime, r.group, r.kind) for r in rows] == [("subproc", "g", "disk")]
+    assert mine.stats_groups == ["a", "c"]
 
 
 def test_prepare_is_called_before_execute(

@@ -12,22 +12,12 @@ from typing import Any
 
 import attrs
 
-from nanoclaw_runtimes_core.settings import setting
+from nanoclaw_runtimes_core.settings import one_of, positive, setting
 
 ENGINES = ("auto", "container", "docker", "podman", "bubblewrap")
 DEFAULT_IMAGE = "nanoclaw-agent:latest"
 EXAMPLE_AGENT_MODULE = "nanoclaw_runtimes_core.example_agent"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _engine(_inst: Any, _attribute: attrs.Attribute, value: str) -> None:
-    if value not in ENGINES:
-        raise ValueError(f"must be one of {', '.join(ENGINES)}, got {value!r}")
-
-
-def _positive(_inst: Any, _attribute: attrs.Attribute, value: int) -> None:
-    if value < 1:
-        raise ValueError(f"must be a whole number of at least 1, got {value}")
 
 
 def _not_negative(_inst: Any, _attribute: attrs.Attribute, value: int) -> None:
@@ -68,7 +58,7 @@ class ContainerSettings:
         "auto",
         env="CONTAINER_ENGINE",
         key="engine",
-        validator=_engine,
+        validator=one_of(*ENGINES),
         help="What runs the sandbox: bubblewrap, docker, podman, container (Apple), or auto "
         "(macOS: container, docker, podman; Linux: bubblewrap, podman, docker).",
     )
@@ -80,20 +70,20 @@ class ContainerSettings:
         help="Agent image for docker, podman and Apple container (not used by bubblewrap).",
     )
     cpus: int = setting(
-        2, env="CONTAINER_CPUS", key="cpus", validator=_positive, help="CPU limit (whole CPUs)."
+        2, env="CONTAINER_CPUS", key="cpus", validator=positive, help="CPU limit (whole CPUs)."
     )
     ram: int = setting(
         2048,
         env="CONTAINER_MEMORY",
         key="ram",
-        validator=_positive,
+        validator=positive,
         help="Memory limit in megabytes.",
     )
     timeout: int = setting(
         1800000,
         env="CONTAINER_TIMEOUT",
         key="timeout",
-        validator=_positive,
+        validator=positive,
         help="Idle timeout of a run in milliseconds (each output block restarts it).",
     )
     network: bool | None = setting(

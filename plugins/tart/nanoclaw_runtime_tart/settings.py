@@ -6,30 +6,15 @@ from typing import Any
 
 import attrs
 
-from nanoclaw_runtimes_core.settings import setting
+from nanoclaw_runtimes_core.settings import non_empty, positive, setting
 
 DEFAULT_BASE_IMAGE = "ghcr.io/cirruslabs/macos-sequoia-base:latest"
 ACCESS_MODES = ("exec", "ssh")
 
 
-def _positive(_instance: Any, attribute: attrs.Attribute, value: int) -> None:
-    if value < 1:
-        raise ValueError(f"{attribute.name} must be a positive whole number, got {value}")
-
-
-def _positive_or_none(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
-    if value is not None:
-        _positive(instance, attribute, value)
-
-
 def _access_mode(_instance: Any, _attribute: attrs.Attribute, value: str) -> None:
     if value not in ACCESS_MODES:
         raise ValueError(f"must be one of {', '.join(ACCESS_MODES)}, got {value!r}")
-
-
-def _not_blank(_instance: Any, attribute: attrs.Attribute, value: str) -> None:
-    if not value.strip():
-        raise ValueError(f"{attribute.name} must not be empty")
 
 
 def _command(_instance: Any, _attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
@@ -45,29 +30,29 @@ class TartSettings:
         DEFAULT_BASE_IMAGE,
         env="TART_BASE_IMAGE",
         key="tartImage",
-        validator=_not_blank,
+        validator=non_empty,
         help="VM every run is cloned from: a local tart VM name or an OCI image "
         "(pulled on first use; `prepare --base tart` pulls it ahead). The image needs the "
         "Tart Guest Agent (all Cirrus Labs images except the vanilla ones have it).",
     )
     executable: str = setting(
-        "tart", env="TART_EXECUTABLE", validator=_not_blank, help="the tart command to run"
+        "tart", env="TART_EXECUTABLE", validator=non_empty, help="the tart command to run"
     )
     cpus: int = setting(
-        4, env="TART_CPUS", key="cpus", validator=_positive, help="CPUs of each run's VM"
+        4, env="TART_CPUS", key="cpus", validator=positive, help="CPUs of each run's VM"
     )
     memory_mb: int = setting(
         8192,
         env="TART_MEMORY",
         key="ram",
-        validator=_positive,
+        validator=positive,
         help="memory of each run's VM, in megabytes",
     )
     timeout: int | None = setting(
         None,
         env="TART_TIMEOUT",
         key="timeout",
-        validator=_positive_or_none,
+        validator=positive,
         help="idle timeout of the agent in milliseconds (each output block restarts it); "
         "unset: CONTAINER_TIMEOUT, itself 1800000 by default",
     )
@@ -81,19 +66,19 @@ class TartSettings:
     boot_timeout_ms: int = setting(
         180_000,
         env="TART_BOOT_TIMEOUT",
-        validator=_positive,
+        validator=positive,
         help="how long to wait, in milliseconds, for the guest agent of a new VM to answer",
     )
     stop_timeout_ms: int = setting(
         15_000,
         env="TART_STOP_TIMEOUT",
-        validator=_positive,
+        validator=positive,
         help="grace given to a VM to shut down, in milliseconds, before it is forced off",
     )
     max_running: int = setting(
         2,
         env="TART_MAX_RUNNING",
-        validator=_positive,
+        validator=positive,
         help="VMs of this runtime running at once on this machine (macOS allows 2 macOS "
         "guests); further runs wait for a slot",
     )
@@ -113,6 +98,6 @@ class TartSettings:
     shares_root: str = setting(
         "/Volumes/My Shared Files",
         env="TART_GUEST_SHARES_ROOT",
-        validator=_not_blank,
+        validator=non_empty,
         help="where the guest shows the folders shared with `tart run --dir`",
     )
