@@ -6,6 +6,7 @@ import os
 import secrets
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -270,3 +271,40 @@ def test_engine_status_says_what_is_enforced() -> None:
     status = plugin.engine_status(settings=BWRAP)
     assert status.available and status.engine == "bubblewrap"
     assert "limits" in status.detail
+
+
+def test_an_interpreter_under_tmp_stays_visible_in_the_sandbox(tmp_path: Path) -> None:
+    # The sandbox's private /tmp must not hide a host interpreter (or virtual environment)
+    # that lives under /tmp: the example agent runs with the host's own interpreter.
+    venv = tmp_path / "venv"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)],
+        check=True,
+        timeout=120,
+    )
+    root = tmp_path / "project"
+    (root / "groups" / "dev").mkdir(parents=True)
+    env = {
+        **os.environ,
+        "CONTAINER_ENGINE": "bubblewrap",
+        "CONTAINER_RUNTIME": "container",
+        "NANOCLAW_MOUNT_ALLOWLIST": str(tmp_path / "none.json"),
+    }
+    stdin = b'{"prompt": "hi", "groupFolder": "dev", "chatJid": "c", "isMain": false}'
+    proc = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "nanoclaw_runtimes_core",
+            "--root",
+            str(root),
+            "run",
+            "dev",
+        ],
+        input=stdin,
+        capture_output=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert b"You said: 'hi'" in proc.stdout

@@ -230,16 +230,19 @@ class BubblewrapEngine:
         if self._network():
             argv.append("--share-net")
         rootfs = self._rootfs()
+        private = ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", SANDBOX_HOME]
         if rootfs is not None:
-            argv += bwrap_host.top_level_args(rootfs, None)
+            argv += bwrap_host.top_level_args(rootfs, None) + private
         else:
             argv += bwrap_host.top_level_args(Path("/"), bwrap_host.HOST_TOP)
+            # The private /tmp comes before the interpreter's binds: an interpreter or
+            # virtual environment under /tmp must stay visible on top of it.
+            argv += private
             argv += bwrap_host.etc_args()
             argv += self._etc_overlay(found.userns)
             hidden = (self.project.root,) if self.project else ()
             for path in bwrap_host.python_paths(include_core=include_core, hidden=hidden):
                 argv += ["--ro-bind", str(path), str(path)]
-        argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", SANDBOX_HOME]
         for mount in sorted(mounts, key=lambda m: len(Path(m.container_path).parts)):
             flag = "--ro-bind" if mount.readonly else "--bind"
             argv += [flag, str(mount.host_path), mount.container_path]
