@@ -278,9 +278,19 @@ def test_an_interpreter_under_tmp_stays_visible_in_the_sandbox(tmp_path: Path) -
     # that lives under /tmp: the example agent runs with the host's own interpreter.
     venv = tmp_path / "venv"
     subprocess.run(
-        [sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)],
+        [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120
+    )
+    python = venv / "bin" / "python"
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
         check=True,
-        timeout=120,
+        timeout=60,
+    ).stdout.strip()
+    # The new environment imports what this one does (the core and the container runtime).
+    (Path(purelib) / "outer.pth").write_text(
+        "\n".join(p for p in sys.path if p and Path(p).is_dir()) + "\n"
     )
     root = tmp_path / "project"
     (root / "groups" / "dev").mkdir(parents=True)
