@@ -14,11 +14,11 @@ Two virtiofsd flavours exist: the C one shipped with QEMU up to 7.2
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +26,8 @@ from pathlib import Path
 from attrs import define
 
 from nanoclaw_runtimes_core.errors import EngineUnavailable, UserError
+
+from .launch import child_setup
 
 CANDIDATES = ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd", "virtiofsd")
 SOCKET_WAIT_S = 10.0
@@ -55,7 +57,9 @@ def find_virtiofsd(configured: str | None = None) -> Virtiofsd:
     )
 
 
+@functools.lru_cache(maxsize=8)
 def _flavour(path: str) -> str:
+    """``c`` or ``rust``, asked once per process (each run would otherwise ask it twice)."""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=5)
         if "virtiofsd version" in (out.stdout + out.stderr):
@@ -73,15 +77,17 @@ def check_usable(daemon: Virtiofsd) -> str | None:
     return None
 
 
+def host_read_only(daemon: Virtiofsd, readonly: bool) -> bool:
+    """Whether a read-only share is enforced by a read-only bind mount in the daemon's own
+    mount namespace (root; the C virtiofsd has no read-only option)."""
+    return readonly and (daemon.flavour == "c" or os.geteuid() == 0)
+
+
 def daemon_argv(daemon: Virtiofsd, *, source: Path, socket: Path, readonly: bool) -> list[str]:
-    """The command line serving ``source`` on ``socket``, wrapped by our launch helper."""
-    launch = [sys.executable, "-m", f"{__package__}.launch"]
-    if readonly and (daemon.flavour == "c" or os.geteuid() == 0):
-        launch += ["--ro", str(source)]
-    launch.append("--")
+    """The command line serving ``source`` on ``socket`` (see :func:`host_read_only` for how a
+    read-only share is enforced when the daemon cannot do it itself)."""
     if daemon.flavour == "c":
         return [
-            *launch,
             daemon.path,
             f"--socket-path={socket}",
             "-o",
@@ -91,7 +97,7 @@ def daemon_argv(daemon: Virtiofsd, *, source: Path, socket: Path, readonly: bool
             "-o",
             "log_level=err",
         ]
-    argv = [*launch, daemon.path, f"--socket-path={socket}", f"--shared-dir={source}"]
+    argv = [daemon.path, f"--socket-path={socket}", f"--shared-dir={source}"]
     argv += ["--cache=auto", "--log-level=error"]
     if os.geteuid() != 0:
         argv += ["--sandbox=none"]
@@ -118,15 +124,22 @@ class ShareSet:
                 if not source.is_dir():
                     raise UserError(f"cannot share {source} with the guest: it is not a folder")
                 argv = daemon_argv(daemon, source=source, socket=socket, readonly=readonly)
-                self.procs.append(
-                    subprocess.Popen(
+                ro = str(source) if host_read_only(daemon, readonly) else None
+                try:
+                    proc = subprocess.Popen(
                         argv,
                         stdin=subprocess.DEVNULL,
                         stdout=err,
                         stderr=err,
                         start_new_session=True,
+                        preexec_fn=child_setup(ro),
                     )
-                )
+                except (OSError, subprocess.SubprocessError) as exc:
+                    what = f"{daemon.path} for {source}"
+                    if ro is not None:
+                        what += " (read-only, in its own mount namespace)"
+                    raise EngineUnavailable(f"cannot start {what}: {exc}") from exc
+                self.procs.append(proc)
         deadline = time.monotonic() + SOCKET_WAIT_S
         for proc, (source, socket, _ro) in zip(self.procs, shares, strict=False):
             while not socket.exists():
@@ -136,7 +149,7 @@ class ShareSet:
                         f"virtiofsd could not share {source} with the guest"
                         + (f": {tail}" if tail else "")
                     )
-                time.sleep(0.005)
+                time.sleep(0.002)
 
     def close(self) -> None:
         """Kill every daemon's process group and reap it."""
