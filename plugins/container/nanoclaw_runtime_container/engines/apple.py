@@ -9,7 +9,6 @@ label here: they are found by their name (see :mod:`..naming`).
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -17,13 +16,12 @@ from nanoclaw_runtimes_core.errors import EngineUnavailable, UserError
 from nanoclaw_runtimes_core.models import EngineStatus, Mount
 
 from .. import naming
-from ..settings import DEFAULT_IMAGE
-from . import image
 from .bubblewrap import extra_env
 from .cli import run_tool
+from .image_engine import ImageEngine
 
 if TYPE_CHECKING:
-    from nanoclaw_runtimes_core.models import ExecuteRequest, PrepareRequest, Project
+    from nanoclaw_runtimes_core.models import ExecuteRequest, Project
 
     from ..settings import ContainerSettings
 
@@ -70,15 +68,14 @@ def _snapshot_id(item: Any) -> str:
     return ""
 
 
-class AppleEngine:
+class AppleEngine(ImageEngine):
     """Drives Apple's ``container`` command line."""
 
     name = "container"
-    die_with_parent = False  # the client must live to stop its container
+    pull_command = ("image", "pull")
 
     def __init__(self, settings: ContainerSettings, project: Project | None) -> None:
-        self.settings = settings
-        self.project = project
+        super().__init__(settings, project, tool=TOOL)
 
     # ------------------------------------------------------------------ status
 
@@ -141,29 +138,7 @@ class AppleEngine:
             argv.append(self.settings.image)
         return argv
 
-    def env(self, request: ExecuteRequest | None = None) -> dict[str, str]:
-        """The client's environment plus the values of the variables passed with ``-e NAME``."""
-        import os
-
-        env = dict(os.environ)
-        env.update(extra_env(self.settings.env))
-        return env
-
     # ------------------------------------------------------------------ lifecycle
-
-    def started(self, name: str, proc: subprocess.Popen[bytes]) -> None:
-        """Nothing to remember: the container is found by its name."""
-
-    def stop(self, name: str) -> None:
-        """``container stop -t GRACE ID``, then ``container kill ID`` if it did not stop."""
-        grace = self.settings.stop_grace
-        result = run_tool([TOOL, "stop", "-t", str(grace), name], timeout_s=grace + 15)
-        if not result.ok:
-            self.kill(name)
-
-    def kill(self, name: str) -> None:
-        """``container kill ID``; quiet when it is already gone."""
-        run_tool([TOOL, "kill", name], timeout_s=30)
 
     def _ids(self, group: str | None) -> list[str]:
         if self.project is None:
@@ -188,25 +163,6 @@ class AppleEngine:
             if run_tool([TOOL, "rm", "-f", ident], timeout_s=30).ok:
                 removed.append(f"container {ident}")
         return removed
-
-    def prepare_base(self, request: PrepareRequest) -> str:
-        """Build the sample image (default image name) or pull the configured one."""
-        self.require()
-        ref = self.settings.image
-        present = run_tool([TOOL, "image", "inspect", ref], timeout_s=30).ok
-        if present and not request.force:
-            return f"image {ref} is present (container)"
-        if ref == DEFAULT_IMAGE:
-            with image.build_context() as context:
-                request.progress(f"building {ref} with container", None)
-                image.run_visible(
-                    [TOOL, "build", "-t", ref, "-f", str(context / "Dockerfile"), str(context)],
-                    what="container build",
-                )
-            return f"built image {ref} with container"
-        request.progress(f"pulling {ref} with container", None)
-        image.run_visible([TOOL, "image", "pull", ref], what="container image pull")
-        return f"pulled image {ref} with container"
 
     def explain_exit(self, exit_code: int | None, stderr_tail: str) -> str | None:
         """The service being down, bad arguments (64), or a CLI error line (exit 1)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from typing import TYPE_CHECKING
 
@@ -18,19 +17,17 @@ from nanoclaw_runtimes_core.errors import EngineUnavailable, UserError
 from nanoclaw_runtimes_core.models import EngineStatus, Mount
 
 from .. import naming
-from ..settings import DEFAULT_IMAGE
-from . import image
 from .bubblewrap import extra_env
 from .cli import run_tool
+from .image_engine import MANAGE_TIMEOUT_S, ImageEngine
 
 if TYPE_CHECKING:
-    from nanoclaw_runtimes_core.models import ExecuteRequest, PrepareRequest, Project
+    from nanoclaw_runtimes_core.models import ExecuteRequest, Project
 
     from ..settings import ContainerSettings
 
 WORKDIR = "/workspace/group"
 STATUS_TIMEOUT_S = 5.0
-MANAGE_TIMEOUT_S = 30.0
 
 
 def _fixes(tool: str) -> tuple[str, str]:
@@ -68,15 +65,11 @@ def mount_args(mount: Mount) -> list[str]:
     return ["--mount", ",".join(quoted)]
 
 
-class DockerEngine:
+class DockerEngine(ImageEngine):
     """Drives ``docker`` or ``podman`` (``tool``)."""
 
-    die_with_parent = False  # the client must live to stop its container
-
     def __init__(self, settings: ContainerSettings, project: Project | None, *, tool: str) -> None:
-        self.settings = settings
-        self.project = project
-        self.tool = tool
+        super().__init__(settings, project, tool=tool)
         self.name = tool
 
     # ------------------------------------------------------------------ status
@@ -148,27 +141,7 @@ class DockerEngine:
             names.append("TZ")
         return names
 
-    def env(self, request: ExecuteRequest | None = None) -> dict[str, str]:
-        """The client's environment plus the values of the variables passed with ``-e NAME``."""
-        env = dict(os.environ)
-        env.update(extra_env(self.settings.env))
-        return env
-
     # ------------------------------------------------------------------ lifecycle
-
-    def started(self, name: str, proc: subprocess.Popen[bytes]) -> None:
-        """Nothing to remember: the container is found by its name."""
-
-    def stop(self, name: str) -> None:
-        """``docker stop -t GRACE NAME``, then ``docker kill NAME`` if it did not stop."""
-        grace = self.settings.stop_grace
-        result = run_tool([self.tool, "stop", "-t", str(grace), name], timeout_s=grace + 15)
-        if not result.ok:
-            self.kill(name)
-
-    def kill(self, name: str) -> None:
-        """``docker kill NAME``; quiet when it is already gone."""
-        run_tool([self.tool, "kill", name], timeout_s=MANAGE_TIMEOUT_S)
 
     def _listed(self, group: str | None) -> list[dict[str, str]]:
         if self.project is None:
@@ -213,31 +186,6 @@ class DockerEngine:
             if result.ok:
                 removed.append(f"{self.tool} container {row['name']} ({row['state']})")
         return removed
-
-    def prepare_base(self, request: PrepareRequest) -> str:
-        """Build the sample image (default image name) or pull the configured one."""
-        self.require()
-        ref = self.settings.image
-        present = run_tool([self.tool, "image", "inspect", ref], timeout_s=MANAGE_TIMEOUT_S).ok
-        if present and not request.force:
-            return f"image {ref} is present ({self.tool})"
-        if ref == DEFAULT_IMAGE:
-            with image.build_context() as context:
-                request.progress(f"building {ref} with {self.tool}", None)
-                argv = [
-                    self.tool,
-                    "build",
-                    "-t",
-                    ref,
-                    "-f",
-                    str(context / "Dockerfile"),
-                    str(context),
-                ]
-                image.run_visible(argv, what=f"{self.tool} build")
-            return f"built image {ref} with {self.tool}"
-        request.progress(f"pulling {ref} with {self.tool}", None)
-        image.run_visible([self.tool, "pull", ref], what=f"{self.tool} pull")
-        return f"pulled image {ref} with {self.tool}"
 
     def explain_exit(self, exit_code: int | None, stderr_tail: str) -> str | None:
         """125/126/127 are the engine's: say so, with its message."""
