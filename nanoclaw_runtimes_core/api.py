@@ -237,6 +237,8 @@ class Runtimes:
         """Run the group's agent (``input``) or a command (``command``) in its sandbox."""
         if (input is None) == (command is None):
             raise UserError("give either a ContainerInput or a command, not both or neither")
+        if command is not None and not command:
+            raise UserError("run: the command after `--` is empty; give the command to run")
         if input is not None and input.group_folder != folder:
             raise UserError(
                 f"ContainerInput.groupFolder is {input.group_folder!r} but the group asked for is "

@@ -246,3 +246,12 @@ def test_rejected_mounts_are_reported_not_silently_dropped(
     runtimes.execute("dev", command=["true"], sink=sink)
     assert sink.problems and str(outside) in sink.problems[0]
     assert runtimes.check_config("dev")["dev"]
+
+
+def test_an_empty_command_is_refused_before_any_runtime_runs(
+    runtimes: Runtimes, root: Path, runtime: SubprocessRuntime
+) -> None:
+    make_group(root, "dev", '{"containerConfig": {"runtime": "subproc"}}')
+    with pytest.raises(UserError, match="command after `--` is empty"):
+        runtimes.execute("dev", command=[])
+    assert runtime.calls == []

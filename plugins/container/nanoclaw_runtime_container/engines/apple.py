@@ -129,14 +129,7 @@ class AppleEngine(ImageEngine):
             argv += ["-e", env_name]  # the value is read from the client's environment
         for mount in request.mounts:
             argv += mount_arg(mount)
-        argv += ["-w", WORKDIR]
-        if request.command is not None:
-            if not request.command:
-                raise UserError("run: give a command after `--`")
-            argv += ["--entrypoint", request.command[0], self.settings.image, *request.command[1:]]
-        else:
-            argv.append(self.settings.image)
-        return argv
+        return [*argv, "-w", WORKDIR, *self.image_and_command(request)]
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from nanoclaw_runtimes_core.errors import EngineUnavailable, UserError
+from nanoclaw_runtimes_core.errors import EngineUnavailable
 from nanoclaw_runtimes_core.models import EngineStatus, Mount
 
 from .. import naming
@@ -126,14 +126,7 @@ class DockerEngine(ImageEngine):
             argv += ["-e", env_name]
         for mount in request.mounts:
             argv += mount_args(mount)
-        argv += ["-w", WORKDIR]
-        if request.command is not None:
-            if not request.command:
-                raise UserError("run: give a command after `--`")
-            argv += ["--entrypoint", request.command[0], self.settings.image, *request.command[1:]]
-        else:
-            argv.append(self.settings.image)
-        return argv
+        return [*argv, "-w", WORKDIR, *self.image_and_command(request)]
 
     def env_names(self) -> list[str]:
         names = list(extra_env(self.settings.env))

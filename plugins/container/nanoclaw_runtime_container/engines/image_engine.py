@@ -32,6 +32,14 @@ class ImageEngine:
         """Raise EngineUnavailable, saying how to fix it, when the engine cannot run."""
         raise NotImplementedError
 
+    def image_and_command(self, request: ExecuteRequest) -> list[str]:
+        """The end of ``run``'s argv: the image, then the command in command mode (through
+        ``--entrypoint``, so images with NanoClaw's agent entrypoint run it too)."""
+        if request.command is None:
+            return [self.settings.image]
+        first, *rest = request.command
+        return ["--entrypoint", first, self.settings.image, *rest]
+
     def env(self, request: ExecuteRequest | None = None) -> dict[str, str]:
         """The client's environment plus the values of the variables passed with ``-e NAME``."""
         env = dict(os.environ)
