@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..groups import MAIN_FOLDER, check_folder_name
-from ..models import ContainerOutput, OutputSink, Project
+from ..groups import MAIN_FOLDER, check_folder_name, resolve_group
+from ..models import ContainerInput, ContainerOutput, ExecuteRequest, OutputSink, Project
 
 CONTAINER_CONFIG = "containerConfig"
 
@@ -83,6 +83,47 @@ class NanoclawProject:
         if config is not None:
             self.write_config(folder, config)
         return path
+
+    def execute_request(
+        self,
+        folder: str,
+        settings: Any,
+        *,
+        command: tuple[str, ...] | None = None,
+        prompt: str = "hello",
+        secrets: Mapping[str, str] | None = None,
+        timeout_ms: int = 60_000,
+        sink: OutputSink | None = None,
+        run_id: str = "",
+    ) -> ExecuteRequest:
+        """An :class:`ExecuteRequest` for calling a runtime's ``execute`` hook directly: the
+        group created, its contract mounts built as the dispatcher builds them, and the
+        ContainerInput (agent mode, ``prompt``) unless ``command`` is given."""
+        from ..mounts import contract_mounts
+
+        self.group(folder)
+        group = resolve_group(self.project, folder)
+        mounts = contract_mounts(self.project, group, (), self.allowlist_path).mounts
+        inp = None
+        if command is None:
+            inp = ContainerInput(
+                prompt=prompt,
+                group_folder=folder,
+                chat_jid="chat@g.us",
+                is_main=group.is_main,
+                secrets=secrets,
+            )
+        return ExecuteRequest(
+            project=self.project,
+            group=group,
+            settings=settings,
+            mounts=mounts,
+            timeout_ms=timeout_ms,
+            input=inp,
+            command=command,
+            sink=sink if sink is not None else RecordingSink(),
+            run_id=run_id,
+        )
 
     def write_config(self, folder: str, config: Mapping[str, Any] | str) -> Path:
         """Write ``groups/{folder}/config.json`` and return its path.

@@ -3,27 +3,28 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import attrs
 from nanoclaw_runtime_container.settings import ContainerSettings
 
 from nanoclaw_runtimes_core.groups import resolve_group
 from nanoclaw_runtimes_core.models import (
-    ContainerInput,
     ContainerOutput,
     ExecuteRequest,
     Group,
     OutputSink,
     Project,
 )
-from nanoclaw_runtimes_core.mounts import contract_mounts
+from nanoclaw_runtimes_core.testing import NanoclawProject
+from nanoclaw_runtimes_core.testing.processes import (  # noqa: F401 (the tests import them here)
+    processes_with,
+    wait_until,
+)
 
 STANDINS = Path(__file__).resolve().parents[1] / "standins"
 
@@ -90,54 +91,16 @@ class ProjectHelper:
         sink: OutputSink | None = None,
         run_id: str = "",
     ) -> ExecuteRequest:
-        group = self.group(folder)
-        mounts = contract_mounts(self.project, group).mounts
-        inp = None
-        if command is None:
-            inp = ContainerInput(
-                prompt=prompt or "hello",
-                group_folder=folder,
-                chat_jid="123@g.us",
-                is_main=group.is_main,
-                secrets=secrets,
-            )
-        return ExecuteRequest(
-            project=self.project,
-            group=group,
-            settings=settings,
-            mounts=mounts,
-            timeout_ms=timeout_ms,
-            input=inp,
+        return NanoclawProject(self.root).execute_request(
+            folder,
+            settings,
             command=command,
+            prompt=prompt or "hello",
+            secrets=secrets,
+            timeout_ms=timeout_ms,
             sink=sink if sink is not None else RecordingSink(),
             run_id=run_id,
         )
-
-
-def processes_with(marker: str) -> list[str]:
-    """Command lines of live processes (not zombies) that contain ``marker``."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if marker in cmdline and state != "Z" and entry.name != str(os.getpid()):
-            found.append(f"{entry.name}: {cmdline}")
-    return found
-
-
-def wait_until(check: Callable[[], Any], timeout_s: float = 20.0) -> Any:
-    """Poll ``check`` until it returns something true, or give up and return its last value."""
-    deadline = time.monotonic() + timeout_s
-    value = check()
-    while not value and time.monotonic() < deadline:
-        time.sleep(0.05)
-        value = check()
-    return value
 
 
 @attrs.define

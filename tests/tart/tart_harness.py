@@ -7,13 +7,12 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 from nanoclaw_runtime_tart.settings import TartSettings
 
+from nanoclaw_runtimes_core.groups import resolve_group
 from nanoclaw_runtimes_core.models import (
-    ContainerInput,
     ContainerOutput,
     ExecuteRequest,
     Group,
@@ -21,6 +20,9 @@ from nanoclaw_runtimes_core.models import (
     OutputSink,
     Project,
 )
+from nanoclaw_runtimes_core.mounts import contract_mounts
+from nanoclaw_runtimes_core.testing import NanoclawProject
+from nanoclaw_runtimes_core.testing.processes import wait_until
 
 HERE = Path(__file__).resolve().parent
 STANDIN = HERE.parent / "standins" / "tart"
@@ -65,20 +67,12 @@ def make_settings(slots_dir: Path, **overrides: object) -> TartSettings:
 
 
 def make_group(root: Path, folder: str = "g1") -> tuple[Project, Group, tuple[Mount, ...]]:
-    project = Project(root=root)
-    group = Group(folder=folder, path=root / "groups" / folder, is_main=False)
-    global_dir = root / "groups" / "global"
-    ipc = root / "data" / "ipc" / folder
-    claude = root / "data" / "sessions" / folder / ".claude"
-    for path in (group.path, global_dir, ipc, claude):
-        path.mkdir(parents=True, exist_ok=True)
-    mounts = (
-        Mount(host_path=group.path, container_path="/workspace/group", readonly=False),
-        Mount(host_path=global_dir, container_path="/workspace/global", readonly=True),
-        Mount(host_path=claude, container_path="/home/node/.claude", readonly=False),
-        Mount(host_path=ipc, container_path="/workspace/ipc", readonly=False),
-    )
-    return project, group, mounts
+    """The group (created) with its contract mounts, as the dispatcher builds them."""
+    helper = NanoclawProject(root)
+    helper.group(folder)
+    group = resolve_group(helper.project, folder)
+    mounts = contract_mounts(helper.project, group, (), helper.allowlist_path).mounts
+    return helper.project, group, mounts
 
 
 def make_request(
@@ -93,24 +87,13 @@ def make_request(
     sink: OutputSink | None = None,
     run_id: str = "",
 ) -> ExecuteRequest:
-    project, group, mounts = make_group(root, folder)
-    inp = None
-    if command is None:
-        inp = ContainerInput(
-            prompt=prompt or "",
-            group_folder=folder,
-            chat_jid="chat@g.us",
-            is_main=False,
-            secrets=secrets,
-        )
-    return ExecuteRequest(
-        project=project,
-        group=group,
-        settings=settings,
-        mounts=mounts,
-        timeout_ms=timeout_ms,
-        input=inp,
+    return NanoclawProject(root).execute_request(
+        folder,
+        settings,
         command=command,
+        prompt=prompt or "",
+        secrets=secrets,
+        timeout_ms=timeout_ms,
         sink=sink or RecordingSink(),
         run_id=run_id,
     )
@@ -159,7 +142,4 @@ def pid_alive(pid: int) -> bool:
 
 
 def wait_for(predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
+    assert wait_until(predicate, timeout), "timed out waiting"
