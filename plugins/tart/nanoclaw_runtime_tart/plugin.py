@@ -150,8 +150,8 @@ def engine_status(settings: Any) -> EngineStatus:
             available=False,
             engine=ENGINE,
             detail=f"tart runs only on macOS on Apple silicon; this host is {_host()}",
-            fix="use another runtime on this host (e.g. container or vibe on a Mac, "
-            "docker on Linux)",
+            fix='set "runtime" to "container" or "vibe" in the group\'s containerConfig '
+            "(both run on Linux: bubblewrap and QEMU), or run this group on a Mac",
         )
     try:
         version = Tart(path).version(timeout=3.0)
