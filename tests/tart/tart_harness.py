@@ -6,14 +6,12 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 from nanoclaw_runtime_tart.settings import TartSettings
 
 from nanoclaw_runtimes_core.groups import resolve_group
 from nanoclaw_runtimes_core.models import (
-    ContainerOutput,
     ExecuteRequest,
     Group,
     Mount,
@@ -21,37 +19,12 @@ from nanoclaw_runtimes_core.models import (
     Project,
 )
 from nanoclaw_runtimes_core.mounts import contract_mounts
-from nanoclaw_runtimes_core.testing import NanoclawProject
+from nanoclaw_runtimes_core.testing import NanoclawProject, RecordingSink
 from nanoclaw_runtimes_core.testing.processes import wait_until
 
 HERE = Path(__file__).resolve().parent
 STANDIN = HERE.parent / "standins" / "tart"
 AGENT = HERE / "fake_agent.py"
-
-
-class RecordingSink(OutputSink):
-    """Keeps everything a run reported."""
-
-    def __init__(self) -> None:
-        self.outputs: list[ContainerOutput] = []
-        self.stdout = bytearray()
-        self.stderr = bytearray()
-        self.problems: list[str] = []
-        self.lock = threading.Lock()
-
-    def on_output(self, output: ContainerOutput) -> None:
-        with self.lock:
-            self.outputs.append(output)
-
-    def on_stdout(self, data: bytes) -> None:
-        self.stdout += data
-
-    def on_stderr(self, data: bytes) -> None:
-        self.stderr += data
-
-    def on_problem(self, message: str) -> None:
-        with self.lock:
-            self.problems.append(message)
 
 
 def make_settings(slots_dir: Path, **overrides: object) -> TartSettings:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from nanoclaw_runtimes_core.testing import RecordingSink
+
 STANDINS = Path(__file__).resolve().parents[1] / "standins"
 VIBE_STANDIN = STANDINS / "vibe"
 AGENT = Path(__file__).resolve().parent / "agent.py"
@@ -113,26 +115,8 @@ def vproject(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> VibeProject:
     return VibeProject(tmp_path / "project", state)
 
 
-class Collect:
-    """An OutputSink that keeps everything."""
-
-    def __init__(self) -> None:
-        self.outputs: list = []
-        self.stdout = bytearray()
-        self.stderr = bytearray()
-        self.problems: list[str] = []
-
-    def on_output(self, output) -> None:
-        self.outputs.append(output)
-
-    def on_stdout(self, data: bytes) -> None:
-        self.stdout += data
-
-    def on_stderr(self, data: bytes) -> None:
-        self.stderr += data
-
-    def on_problem(self, message: str) -> None:
-        self.problems.append(message)
+# An OutputSink that keeps everything (the core's test kit has it).
+Collect = RecordingSink
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 60.0) -> None:
