@@ -1,8 +1,9 @@
 """The ``nanoclaw-runtimes`` command.
 
-Exit statuses: 0 success; 1 the run failed (or a runtime raised); 2 usage
-error; 3 configuration error; 124 timeout with no output; 130 interrupted;
-``run GROUP -- COMMAND`` passes the command's own status through.
+Exit statuses: in ``run``, the sandbox's own status passes through (agent mode and
+command mode alike); otherwise 0 success, 1 the run failed (engine or runtime
+error), 2 usage error, 3 configuration error, 4 out of disk space, 124 timeout
+with no output, 130 interrupted, 143 stopped (SIGTERM, ``stop``).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import ExitStatus, RuntimeFailure, UserError
-from .models import ContainerOutput, OutputSink
+from .models import OutputSink
 
 if TYPE_CHECKING:
-    from .api import Runtimes
+    from .dispatch import Runtimes
+    from .models import ExecutionResult
 
 PROG = "nanoclaw-runtimes"
 
@@ -29,8 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Run NanoClaw agents in per-group sandboxes chosen by runtime plugins.",
-        epilog="Exit statuses: 0 ok, 1 run failed, 2 usage, 3 config, 124 timeout, "
-        "130 interrupted; `run -- COMMAND` passes the command's status through.",
+        epilog="Exit statuses: run passes the sandbox's status through; otherwise 0 ok, 1 run "
+        "failed, 2 usage, 3 config, 4 no disk space, 124 timeout, 130 interrupted.",
     )
     parser.add_argument(
         "--root",
@@ -42,27 +44,25 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="run a group's agent (ContainerInput on stdin) or a command",
-        usage="%(prog)s [-h] [--runtime NAME] [--timeout MS] GROUP [-- COMMAND...]",
-        description="Without COMMAND: read a ContainerInput JSON object on stdin, run the "
-        "group's agent and print its output blocks as they arrive. With -- COMMAND...: run "
-        "that command in the group's sandbox and pass its exit status through.",
+        usage="%(prog)s [-h] [--runtime NAME] [--timeout MS] [--name NAME] GROUP [-- COMMAND...]",
+        description="Without COMMAND: read a ContainerInput JSON object on stdin, run the group's "
+        "agent and pass its stdout and stderr through as they come. With -- COMMAND...: run that "
+        "command in the group's sandbox. Either way the sandbox's exit status is passed through.",
     )
     run.add_argument("group")
     run.add_argument("--runtime", metavar="NAME", help="use this runtime instead of the group's")
     run.add_argument(
-        "--timeout",
-        metavar="MS",
-        type=_positive_int,
-        help="idle timeout in milliseconds (each output block restarts it)",
+        "--timeout", metavar="MS", type=_milliseconds, help="idle timeout in milliseconds"
+    )
+    run.add_argument(
+        "--name", metavar="NAME", help="a name for `ps` and `stop` (default: generated)"
     )
 
     prep = sub.add_parser("prepare", help="prepare a group, or a runtime's base with --base")
     prep.add_argument("group", nargs="?")
     prep.add_argument("--base", metavar="RUNTIME", help="build the runtime's base image or VM")
     prep.add_argument(
-        "--minimal",
-        action="store_true",
-        help="with --base: a minimal base that builds in seconds (where supported)",
+        "--minimal", action="store_true", help="with --base: a minimal base (where supported)"
     )
     prep.add_argument("--force", action="store_true", help="rebuild even if it exists")
     prep.add_argument(
@@ -70,31 +70,50 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a runtime-specific build option (repeatable; see the runtime's docs)",
+        help="a runtime's build option (repeatable; `plugins` lists them)",
     )
 
     reset = sub.add_parser("reset", help="throw away the state a group's runtime keeps")
     reset.add_argument("group")
     reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
-    stats = sub.add_parser("stats", help="disk cost per group and runtime")
+    stats = sub.add_parser("stats", help="what each group's runtime keeps, and what it costs")
     stats.add_argument("--json", action="store_true")
 
-    plugins = sub.add_parser("plugins", help="list installed runtimes")
+    warm = sub.add_parser("warm", help="sandboxes kept booted between runs (warm VMs); --stop them")
+    warm.add_argument("group", nargs="?", help="with --stop: only this group's")
+    warm.add_argument("--stop", action="store_true", help="power them off (their state stays)")
+    warm.add_argument("--json", action="store_true")
+
+    ps = sub.add_parser("ps", help="runs in progress on this host")
+    ps.add_argument("--json", action="store_true")
+    stop = sub.add_parser("stop", help="stop a run in progress (by the name `ps` shows)")
+    stop.add_argument("name")
+    stop.add_argument(
+        "-t", "--time", type=float, default=15.0, metavar="S", help="grace in seconds"
+    )
+
+    plugins = sub.add_parser("plugins", help="installed runtimes, their engines and settings")
     plugins.add_argument("--json", action="store_true")
 
     cfg = sub.add_parser("config", help="configuration commands")
     cfg_sub = cfg.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
     check = cfg_sub.add_parser("check", help="validate group configs (all, or one)")
     check.add_argument("group", nargs="?")
+    trust = cfg_sub.add_parser("trust", help="accept a group's config.json changed during a run")
+    trust.add_argument("group")
+    cfg_sub.add_parser("schema", help="print the JSON Schema of config.json for installed runtimes")
 
-    sub.add_parser("doctor", help="check engines, base images, config and data folder")
+    doctor = sub.add_parser("doctor", help="engines, limits, base images, settings, groups")
+    doctor.add_argument("--json", action="store_true")
     return parser
 
 
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+def _milliseconds(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) <= 2**31 - 1:
+        raise argparse.ArgumentTypeError(
+            f"expected milliseconds from 1 to {2**31 - 1}, got {text!r}"
+        )
     return int(text)
 
 
@@ -107,17 +126,10 @@ def _err(message: str) -> None:
 
 
 class _CliSink(OutputSink):
-    """Prints blocks (agent mode) or raw output (command mode) as it arrives."""
+    """Passes the sandbox's stdout and stderr through byte for byte; problems as warnings."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-
-    def on_output(self, output: ContainerOutput) -> None:
-        from .protocol import encode_output
-
-        with self._lock:
-            sys.stdout.write(encode_output(output))
-            sys.stdout.flush()
 
     def on_stdout(self, data: bytes) -> None:
         with self._lock:
@@ -125,14 +137,16 @@ class _CliSink(OutputSink):
             sys.stdout.buffer.flush()
 
     def on_stderr(self, data: bytes) -> None:
-        sys.stderr.buffer.write(data)
-        sys.stderr.buffer.flush()
+        with self._lock:
+            sys.stderr.buffer.write(data)
+            sys.stderr.buffer.flush()
 
     def on_problem(self, message: str) -> None:
-        _err(f"warning: {message}")
+        with self._lock:
+            _err(f"warning: {message}")
 
 
-def _progress():  # type: ignore[no-untyped-def]
+def _progress() -> Any:
     """A progress reporter: a rich bar on a terminal, plain lines otherwise."""
     if not sys.stderr.isatty():
 
@@ -155,75 +169,105 @@ def _progress():  # type: ignore[no-untyped-def]
 # --------------------------------------------------------------------------- commands
 
 
+def _run_status(result: ExecutionResult, *, agent_mode: bool) -> int:
+    """The exit status of ``run``: the sandbox's own, or ours when the run did not finish."""
+    if result.error is not None:
+        _err(result.error)
+        return ExitStatus.RUN_FAILED
+    for problem in result.block_problems:
+        if "larger than" in problem or "ended inside a block" in problem:
+            _err(f"output lost: {problem}")
+    if result.timed_out:
+        if agent_mode and result.output_count:
+            _err(f"idle for {result.timeout_ms} ms after output; sandbox stopped (success)")
+            return ExitStatus.OK
+        what = "without an output block" if agent_mode else "with no output"
+        _err(f"Container timed out after {result.timeout_ms}ms {what}")
+        return ExitStatus.TIMEOUT
+    return result.exit_code if result.exit_code is not None else ExitStatus.RUN_FAILED
+
+
 def cmd_run(rt: Runtimes, args: argparse.Namespace) -> int:
-    argv = args.sandbox_command
     sink = _CliSink()
-    if argv:
-        result = rt.execute(
-            args.group,
-            command=tuple(argv),
-            runtime=args.runtime,
-            timeout_ms=args.timeout,
-            sink=sink,
-        )
-        if result.timed_out:
-            _err(f"timed out after {result.timeout_ms} ms without output")
-            return ExitStatus.TIMEOUT
-        if result.error:
-            _err(result.error)
-            return ExitStatus.RUN_FAILED
-        return result.exit_code if result.exit_code is not None else ExitStatus.RUN_FAILED
-    from .protocol import InputError, decode_input
+    common: dict[str, Any] = dict(
+        runtime=args.runtime, timeout_ms=args.timeout, sink=sink, run_name=args.name
+    )
+    if args.sandbox_command:
+        result = rt.execute(args.group, command=tuple(args.sandbox_command), **common)
+        return _run_status(result, agent_mode=False)
+    from .protocol import MAX_INPUT, InputError, decode_input
 
     if sys.stdin.isatty():
         raise UserError(
-            "run GROUP reads a ContainerInput JSON object on stdin; pipe one in, "
-            "or give a command after --"
+            "run GROUP reads a ContainerInput JSON object on stdin; pipe one in, or give a command after --"
         )
     try:
-        inp = decode_input(sys.stdin.buffer.read())
+        inp = decode_input(sys.stdin.buffer.read(MAX_INPUT + 1))
     except InputError as exc:
         raise UserError(str(exc)) from None
-    result = rt.execute(
-        args.group, input=inp, runtime=args.runtime, timeout_ms=args.timeout, sink=sink
-    )
-    if result.status == "success":
-        if result.timed_out:
-            _err(f"idle for {result.timeout_ms} ms after output; sandbox stopped (success)")
-        return ExitStatus.OK
-    _err(result.error_message() or "run failed")
-    return ExitStatus.TIMEOUT if result.timed_out else ExitStatus.RUN_FAILED
+    result = rt.execute(args.group, input=inp, **common)
+    return _run_status(result, agent_mode=True)
+
+
+def _prepare_options(rt: Runtimes, runtime: str, args: argparse.Namespace) -> dict[str, Any]:
+    from .settings.fields import fields_of
+    from .settings.values import from_text
+
+    items = list(args.option) + (["minimal=true"] if args.minimal else [])
+    if not items:
+        return {}
+    cls = getattr(rt.registry.get(runtime).settings_class, "prepare_options", None)
+    declared = {f.name: f for f in fields_of(cls)} if cls is not None else {}
+    options: dict[str, Any] = {}
+    problems = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        flag = "--minimal" if item == "minimal=true" and args.minimal else f"--option {item}"
+        if not sep or not key:
+            problems.append(f"{flag}: expected KEY=VALUE")
+            continue
+        f = declared.get(key)
+        if f is None:
+            known = ", ".join(sorted(declared)) or "none"
+            problems.append(
+                f"{flag}: runtime {runtime!r} has no build option {key!r} (its options: {known})"
+            )
+            continue
+        try:
+            parsed = from_text(value, f.type, words=f.info.words)
+            for check in f.info.validators:
+                check(parsed)
+        except ValueError as exc:
+            problems.append(f"{flag}: {exc}")
+            continue
+        options[key] = parsed
+    if problems:
+        from .errors import ConfigError
+
+        raise ConfigError(problems)
+    return options
 
 
 def cmd_prepare(rt: Runtimes, args: argparse.Namespace) -> int:
     if (args.group is None) == (args.base is None):
         raise UserError("prepare: give a GROUP or --base RUNTIME (one of them)")
+    runtime = args.base or rt.plan(args.group).runtime
+    options = _prepare_options(rt, runtime, args)
     report, bar = _progress()
-    options: dict[str, object] = {"minimal": args.minimal}
-    for item in args.option:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"--option {item!r}: expected KEY=VALUE")
-        options[key] = value
+    kwargs: dict[str, Any] = dict(
+        base_runtime=args.base, progress=report, force=args.force, options=options
+    )
     if bar is not None:
         with bar:
-            summary = rt.prepare(
-                args.group,
-                base_runtime=args.base,
-                progress=report,
-                force=args.force,
-                options=options,
-            )
+            summary = rt.prepare(args.group, **kwargs)
     else:
-        summary = rt.prepare(
-            args.group, base_runtime=args.base, progress=report, force=args.force, options=options
-        )
+        summary = rt.prepare(args.group, **kwargs)
     print(summary or "nothing to do")
     return ExitStatus.OK
 
 
 def cmd_reset(rt: Runtimes, args: argparse.Namespace) -> int:
-    runtime = rt.runtime_for(args.group)
+    runtime = rt.plan(args.group).runtime
     if not args.yes:
         if not sys.stdin.isatty():
             raise UserError(f"reset {args.group}: pass --yes to confirm (stdin is not a terminal)")
@@ -234,31 +278,14 @@ def cmd_reset(rt: Runtimes, args: argparse.Namespace) -> int:
             print("nothing changed")
             return ExitStatus.OK
     removed = rt.reset(args.group)
-    print("\n".join(f"removed {item}" for item in removed) or "nothing to remove")
+    print("\n".join(removed) or "nothing to remove")
     return ExitStatus.OK
 
 
 def cmd_stats(rt: Runtimes, args: argparse.Namespace) -> int:
     rows = rt.stats()
     if args.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "runtime": r.runtime,
-                        "group": r.group,
-                        "kind": r.kind,
-                        "path": r.path,
-                        "apparentMB": round(r.apparent_mb, 1),
-                        "allocatedMB": round(r.allocated_mb, 1),
-                        "modified": r.modified.isoformat() if r.modified else None,
-                        "note": r.note,
-                    }
-                    for r in rows
-                ],
-                indent=2,
-            )
-        )
+        print(json.dumps([_row_json(r) for r in rows], indent=2))
         return ExitStatus.OK
     from rich.console import Console
     from rich.table import Table
@@ -278,28 +305,103 @@ def cmd_stats(rt: Runtimes, args: argparse.Namespace) -> int:
     return ExitStatus.OK
 
 
+def _row_json(r: Any) -> dict[str, Any]:
+    return {
+        "runtime": r.runtime,
+        "group": r.group,
+        "kind": r.kind,
+        "path": r.path,
+        "apparentMB": round(r.apparent_mb, 1),
+        "allocatedMB": round(r.allocated_mb, 1),
+        "modified": r.modified.isoformat() if r.modified else None,
+        "note": r.note,
+        **dict(r.details),
+    }
+
+
+WARM_KINDS = ("warm-vm", "spare-vm")
+
+
+def cmd_warm(rt: Runtimes, args: argparse.Namespace) -> int:
+    rows = [r for r in rt.stats() if r.kind in WARM_KINDS]
+    if args.stop:
+        groups = [args.group] if args.group else sorted({r.group for r in rows if r.group})
+        stopped = []
+        for group in groups:
+            stopped += rt.reset(group, scope="warm")
+        print("\n".join(stopped) or "nothing was kept warm")
+        return ExitStatus.OK
+    if args.json:
+        print(json.dumps([_row_json(r) for r in rows], indent=2))
+    elif not rows:
+        print("nothing is kept warm")
+    for r in rows if not args.json else ():
+        print(f"{r.runtime}  {r.group or '-'}  {r.kind}  {r.note}")
+    return ExitStatus.OK
+
+
+def cmd_ps(rt: Runtimes | None, args: argparse.Namespace) -> int:
+    from . import runs
+
+    found = runs.live_runs()
+    if args.json:
+        print(
+            json.dumps(
+                [{k: str(v) if k == "folder" else v for k, v in r.__dict__.items()} for r in found],
+                indent=2,
+            )
+        )
+        return ExitStatus.OK
+    for r in found:
+        print(f"{r.name}  group {r.group}  runtime {r.runtime}  pid {r.pid}  root {r.root}")
+    if not found:
+        print("no runs in progress")
+    return ExitStatus.OK
+
+
+def cmd_stop(rt: Runtimes | None, args: argparse.Namespace) -> int:
+    from . import runs
+
+    record = runs.find(args.name)
+    if record is None:
+        raise UserError(f"no run named {args.name!r} is in progress (see `{PROG} ps`)")
+    if not runs.request_stop(record, grace=args.time, wait_s=args.time + 15):
+        _err(f"{args.name} did not stop within {args.time + 15:.0f} s; killing it")
+        os.kill(record.pid, signal.SIGKILL)
+    return ExitStatus.OK
+
+
 def _plugin_rows(rt: Runtimes) -> list[dict[str, Any]]:
+    from .settings.fields import fields_of
+
     rows = []
     for info in rt.registry.infos():
-        try:
-            status = rt.engine_status(info.name)
-        except UserError as exc:
-            status, problem = None, str(exc)
-        else:
-            problem = ""
-        rows.append(
-            {
-                "name": info.name,
-                "distribution": info.distribution,
-                "version": info.version,
-                "module": info.module,
-                "hooks": list(info.hooks),
-                "engine": status.engine if status else None,
-                "available": status.available if status else None,
-                "engineVersion": status.version if status else None,
-                "detail": (status.detail if status else problem),
-            }
-        )
+        row: dict[str, Any] = {
+            "name": info.name,
+            "distribution": info.distribution,
+            "version": info.version,
+            "module": info.module,
+            "hooks": list(info.hooks),
+            "error": info.error,
+        }
+        if info.error is None:
+            try:
+                status = rt.engine_status(info.name)
+            except UserError as exc:
+                status, row["error"] = None, str(exc)
+            row.update(
+                engine=status.engine if status else None,
+                available=status.available if status else None,
+                engineVersion=status.version if status else None,
+                detail=status.detail if status else "",
+                fix=status.fix if status else "",
+                isolation=sorted(status.isolation) if status else [],
+            )
+            row["settings"] = [
+                {"name": f.name, "env": f.info.env, "key": f.info.key, "help": f.info.help}
+                for f in (fields_of(info.settings_class) if info.settings_class else ())
+            ]
+        rows.append(row)
     return rows
 
 
@@ -311,77 +413,66 @@ def cmd_plugins(rt: Runtimes, args: argparse.Namespace) -> int:
     if not rows:
         print("no runtimes installed; try: pip install nanoclaw-runtime-container")
     for row in rows:
+        if row["error"]:
+            print(f"{row['name']}: {row['distribution']} {row['version']} — BROKEN: {row['error']}")
+            continue
         state = "available" if row["available"] else "not available"
+        detail = f": {row['detail']}" if row["detail"] else ""
         print(
-            f"{row['name']}: {row['distribution']} {row['version']} — engine "
-            f"{row['engine']} {state}{': ' + row['detail'] if row['detail'] else ''}"
+            f"{row['name']}: {row['distribution']} {row['version']} — engine {row['engine']} {state}{detail}"
         )
+        if row["isolation"]:
+            print(f"    isolation: {', '.join(row['isolation'])}")
         print(f"    hooks: {', '.join(row['hooks'])}")
+        for s in row["settings"]:
+            names = " / ".join(
+                n for n in (s["env"], f"containerConfig.{s['key']}" if s["key"] else None) if n
+            )
+            print(f"    {names}: {s['help']}")
     return ExitStatus.OK
 
 
 def cmd_config(rt: Runtimes, args: argparse.Namespace) -> int:
+    if args.config_command == "trust":
+        was = rt.trust_config(args.group)
+        print(
+            f"groups/{args.group}/config.json is trusted"
+            + (" (it had been refused)" if was else "")
+        )
+        return ExitStatus.OK
+    if args.config_command == "schema":
+        from .settings.schema import config_schema
+
+        classes = {}
+        for info in rt.registry.infos():
+            if info.error is None:
+                classes[info.name] = info.settings_class
+        print(json.dumps(config_schema(classes), indent=2))
+        return ExitStatus.OK
     report = rt.check_config(args.group)
     bad = 0
     for group, problems in report.items():
         if problems:
             bad += 1
             for problem in problems:
-                print(problem)
+                print(problem if problem.startswith(("groups/", ".env")) else f"{group}: {problem}")
         else:
-            print(f"{group}: ok (runtime {rt.runtime_for(group)})")
+            print(f"{group}: ok (runtime {rt.plan(group).runtime})")
     if not report:
         print("no groups found under groups/")
     return ExitStatus.CONFIG if bad else ExitStatus.OK
 
 
 def cmd_doctor(rt: Runtimes, args: argparse.Namespace) -> int:
-    problems = 0
-    print(f"project root: {rt.project.root}")
-    data = rt.project.data_dir
-    try:
-        data.mkdir(parents=True, exist_ok=True)
-        probe = data / ".doctor-probe"
-        probe.write_text("ok")
-        probe.unlink()
-        print(f"ok   data folder {data} is writable")
-    except OSError as exc:
-        problems += 1
-        print(
-            f"FAIL data folder {data} is not writable: {exc}\n     fix: check its owner and "
-            "permissions, or pass --root"
-        )
-    for row in _plugin_rows(rt):
-        if row["available"] is False:
-            # An engine missing here is a fact, not a failure, unless a group needs it.
-            print(f"--   {row['name']}: engine {row['engine']} not available: {row['detail']}")
-        else:
-            version = f" {row['engineVersion']}" if row["engineVersion"] else ""
-            print(f"ok   {row['name']}: engine {row['engine']}{version} {row['detail']}")
-    for row in rt.stats():
-        if row.kind == "base":
-            print(
-                f"ok   {row.runtime} base {row.path}: {row.apparent_mb:,.0f} MB apparent, "
-                f"{row.allocated_mb:,.0f} MB allocated"
-            )
-    for group, found in rt.check_config().items():
-        if found:
-            problems += 1
-            print(f"FAIL group {group}:")
-            for problem in found:
-                print(f"     {problem}")
-        else:
-            runtime = rt.runtime_for(group)
-            status = rt.engine_status(runtime)
-            if status is not None and not status.available:
-                problems += 1
-                print(
-                    f"FAIL group {group} runs on {runtime}, whose engine is not available: "
-                    f"{status.detail}" + (f"\n     fix: {status.fix}" if status.fix else "")
-                )
-            else:
-                print(f"ok   group {group}: runtime {runtime}")
-    return ExitStatus.CONFIG if problems else ExitStatus.OK
+    from .doctor import report
+
+    found = report(rt)
+    if args.json:
+        print(json.dumps(found, indent=2, default=str))
+    else:
+        for line in found["lines"]:
+            print(line)
+    return ExitStatus.CONFIG if found["failures"] else ExitStatus.OK
 
 
 COMMANDS = {
@@ -389,10 +480,14 @@ COMMANDS = {
     "prepare": cmd_prepare,
     "reset": cmd_reset,
     "stats": cmd_stats,
+    "warm": cmd_warm,
+    "ps": cmd_ps,
+    "stop": cmd_stop,
     "plugins": cmd_plugins,
     "config": cmd_config,
     "doctor": cmd_doctor,
 }
+NO_PROJECT = ("ps", "stop")
 
 
 def _terminate(signum: int, frame: Any) -> None:
@@ -412,25 +507,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err(f"{args.command}: unexpected arguments after --: {' '.join(command)}")
         return ExitStatus.USAGE
     args.sandbox_command = command
-    from .api import Runtimes
-
-    root = args.root or os.environ.get("NANOCLAW_ROOT") or "."
-    if not os.path.isdir(root):
-        _err(f"--root: {root} is not a folder")
-        return ExitStatus.USAGE
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminate)
     try:
+        if args.command in NO_PROJECT:
+            return COMMANDS[args.command](None, args)  # type: ignore[operator]
+        from .dispatch import Runtimes
+
+        root = args.root or os.environ.get("NANOCLAW_ROOT") or "."
         return COMMANDS[args.command](Runtimes(root), args)
     except UserError as exc:
-        lines = str(exc).splitlines() or [type(exc).__name__]
-        for line in lines:
+        for line in str(exc).splitlines() or [type(exc).__name__]:
             _err(line)
         return exc.exit_status
     except RuntimeFailure as exc:
         _err(str(exc))
-        if os.environ.get("NANOCLAW_DEBUG"):
+        if _debug():
             import traceback
 
             traceback.print_exception(exc.cause)
@@ -440,9 +533,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return ExitStatus.INTERRUPTED
+    except OSError as exc:
+        from .errors import NoSpace
+
+        if exc.errno in (28, 122):  # ENOSPC, EDQUOT
+            _err(f"no space left on the device: {exc}")
+            return NoSpace.exit_status
+        _err(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+        return ExitStatus.RUN_FAILED
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _debug() -> bool:
+    return os.environ.get("NANOCLAW_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 if __name__ == "__main__":  # pragma: no cover

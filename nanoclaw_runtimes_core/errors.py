@@ -1,4 +1,9 @@
-"""Errors with messages meant for the user, and the CLI exit status each maps to."""
+"""Errors with messages meant for the user, and the exit status each maps to.
+
+Every error a user can fix is a :class:`UserError` whose message says what was
+wrong, where (file and JSON path, variable or flag) and how to fix it. The CLI
+prints it without a traceback and exits with its :attr:`~UserError.exit_status`.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,17 @@ from collections.abc import Iterable
 
 
 class ExitStatus:
-    """Documented exit statuses of the ``nanoclaw-runtimes`` command."""
+    """Documented exit statuses of the ``nanoclaw-runtimes`` command.
+
+    In agent mode and command mode the sandbox's own status passes through;
+    these are the statuses of the tool itself.
+    """
 
     OK = 0
     RUN_FAILED = 1
     USAGE = 2
     CONFIG = 3
+    NO_SPACE = 4
     TIMEOUT = 124
     INTERRUPTED = 130
 
@@ -34,14 +44,16 @@ class ConfigError(UserError):
         super().__init__("\n".join(self.problems))
 
 
-class RuntimeNotFound(UserError):
+class RuntimeNotFound(ConfigError):
     """The configured runtime name is not installed."""
 
-    exit_status = ExitStatus.CONFIG
+    def __init__(self, message: str) -> None:
+        super().__init__(message.splitlines())
 
 
 class PluginError(UserError):
-    """A runtime plugin could not be loaded (bad hook, duplicate runtime name, import error)."""
+    """A runtime plugin could not be loaded or broke the plugin contract; the message names
+    the runtime, its distribution and the fix."""
 
     exit_status = ExitStatus.CONFIG
 
@@ -50,6 +62,12 @@ class EngineUnavailable(UserError):
     """The runtime's engine is not usable on this host."""
 
     exit_status = ExitStatus.RUN_FAILED
+
+
+class NoSpace(UserError):
+    """The host ran out of disk space (or quota) while writing; nothing half-written is kept."""
+
+    exit_status = ExitStatus.NO_SPACE
 
 
 class RuntimeFailure(Exception):

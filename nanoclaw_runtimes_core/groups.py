@@ -1,11 +1,10 @@
 """Group folders: the naming rules of the NanoClaw contract and where each group lives.
 
 A group lives in ``groups/{folder}``. ``folder`` must match
-``^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$``, must not be ``global`` (the shared
-folder every group sees), and its resolved path must stay inside ``groups/``:
-a symlink that leads elsewhere, or onto another group's folder, is refused.
-A group folder that is a symlink is refused. The group named ``main`` is the
-main group, with extra privileges.
+``^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`` and must not be ``global`` (the shared
+folder); the folder must be a real folder, not a link. Whether a group is the
+main group is decided by the host (``isMain`` in its ContainerInput, or
+``NANOCLAW_MAIN_GROUPS``), not by the name alone.
 """
 
 from __future__ import annotations
@@ -13,20 +12,9 @@ from __future__ import annotations
 import os
 import re
 import stat
-from pathlib import Path
 
 from .errors import UserError
 from .models import Group, Project
-
-__all__ = [
-    "FOLDER_RULE",
-    "GLOBAL_FOLDER",
-    "MAIN_FOLDER",
-    "check_folder_name",
-    "group_path_text",
-    "list_groups",
-    "resolve_group",
-]
 
 FOLDER_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 FOLDER_RULE = (
@@ -34,17 +22,10 @@ FOLDER_RULE = (
     "(^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$), and is not 'global'"
 )
 GLOBAL_FOLDER = "global"
-MAIN_FOLDER = "main"
 
 
-def check_folder_name(folder: str) -> None:
-    """Raise :class:`UserError` saying what is wrong with ``folder`` as a group name."""
-    problem = _name_problem(folder)
-    if problem:
-        raise UserError(f"invalid group name {folder!r}: {problem}; {FOLDER_RULE}")
-
-
-def _name_problem(folder: str) -> str | None:
+def name_problem(folder: str) -> str | None:
+    """What is wrong with ``folder`` as a group name, or None."""
     if not isinstance(folder, str) or folder == "":
         return "it is empty"
     if folder.lower() == GLOBAL_FOLDER:
@@ -59,64 +40,67 @@ def _name_problem(folder: str) -> str | None:
     return None
 
 
-def resolve_group(project: Project, folder: str, *, must_exist: bool = False) -> Group:
-    """The group ``folder`` of ``project``, after checking the contract's folder rules.
+def check_folder_name(folder: str) -> None:
+    """Raise :class:`UserError` saying what is wrong with ``folder`` as a group name."""
+    problem = name_problem(folder)
+    if problem:
+        raise UserError(f"invalid group name {folder!r}: {problem}; {FOLDER_RULE}")
 
-    The folder need not exist yet (it is created on first use) unless
-    ``must_exist`` is set. Raises :class:`UserError` naming the problem and the
-    rule: a bad name, ``global``, or a path that resolves outside ``groups/``.
-    """
+
+def folder_problem(project: Project, folder: str) -> str | None:
+    """Why ``groups/{folder}`` cannot be used as a group folder (None when it can)."""
+    path = project.groups_dir / folder
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return (
+            f"group {folder!r} has no folder groups/{folder}; create it "
+            f"(mkdir -p groups/{folder}) or check the name"
+        )
+    except OSError as exc:
+        return f"group {folder!r}: groups/{folder} cannot be read ({exc.strerror})"
+    if stat.S_ISLNK(st.st_mode):
+        return (
+            f"group {folder!r}: groups/{folder} is a symbolic link; a group folder must be a "
+            f"real folder inside groups/ (replace the link with the folder itself)"
+        )
+    if not stat.S_ISDIR(st.st_mode):
+        return f"group {folder!r}: groups/{folder} is not a folder"
+    return None
+
+
+def resolve_group(project: Project, folder: str, *, is_main: bool) -> Group:
+    """The group ``folder``, after checking its name and its folder; raises UserError."""
     check_folder_name(folder)
-    groups_dir = project.groups_dir
-    path = groups_dir / folder
+    problem = folder_problem(project, folder)
+    if problem:
+        raise UserError(problem)
+    return Group(folder=folder, path=project.groups_dir / folder, is_main=is_main)
+
+
+def scan_groups(project: Project) -> tuple[list[str], list[tuple[str, str]]]:
+    """Every group folder under ``groups/`` (sorted), and the entries that are not groups with
+    the reason (bad names, links, files); ``global`` is neither."""
     try:
-        st: os.stat_result | None = os.lstat(path)
-    except OSError:
-        st = None
-    if st is not None and stat.S_ISLNK(st.st_mode):
-        # A valid name has no separator and no dot, so only a symlink can lead elsewhere.
-        raise UserError(_symlink_problem(groups_dir, folder))
-    if st is None and must_exist:
-        raise UserError(f"group {folder!r}: no folder {path}; create it or check the name")
-    if st is not None and not stat.S_ISDIR(st.st_mode):
-        raise UserError(f"group {folder!r}: {path} is not a folder")
-    return Group(folder=folder, path=path, is_main=folder == MAIN_FOLDER)
-
-
-def _symlink_problem(groups_dir: Path, folder: str) -> str:
-    fix = (
-        f"a group folder must be a real folder inside groups/ (remove the symlink groups/{folder})"
-    )
-    try:
-        real = (groups_dir / folder).resolve(strict=True)
-    except (OSError, RuntimeError):
-        return f"group {folder!r}: groups/{folder} is a broken or looping symlink; {fix}"
-    if real.parent != groups_dir.resolve():
-        return f"group {folder!r}: groups/{folder} resolves to {real}, outside groups/; {fix}"
-    return f"group {folder!r}: groups/{folder} is a link to groups/{real.name}; {fix}"
-
-
-def list_groups(project: Project) -> list[Group]:
-    """Every valid group folder under ``groups/``, sorted by name.
-
-    Entries that break the folder rules (``global``, bad names, files,
-    symlinks leading outside ``groups/``) are not groups and are left out.
-    """
-    groups_dir = project.groups_dir
-    if not groups_dir.is_dir():
-        return []
-    found = []
-    for entry in sorted(groups_dir.iterdir(), key=lambda p: p.name):
-        if _name_problem(entry.name):
+        entries = sorted(os.scandir(project.groups_dir), key=lambda e: e.name)
+    except FileNotFoundError:
+        return [], []
+    except OSError as exc:
+        return [], [("groups/", f"cannot be read ({exc.strerror})")]
+    groups: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    for entry in entries:
+        if entry.name == GLOBAL_FOLDER:
             continue
-        try:
-            group = resolve_group(project, entry.name, must_exist=True)
-        except UserError:
+        problem = name_problem(entry.name)
+        if problem:
+            if entry.is_dir(follow_symlinks=False):
+                skipped.append((entry.name, f"not a group: invalid name ({problem})"))
             continue
-        found.append(group)
-    return found
-
-
-def group_path_text(folder: str, *parts: str) -> str:
-    """A path under a group as shown in messages: ``groups/dev/config.json``."""
-    return str(Path("groups", folder, *parts).as_posix())
+        problem = folder_problem(project, entry.name)
+        if problem:
+            if entry.is_symlink() or entry.is_dir():
+                skipped.append((entry.name, problem))
+            continue
+        groups.append(entry.name)
+    return groups, skipped

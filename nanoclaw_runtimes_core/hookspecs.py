@@ -7,10 +7,11 @@ A runtime is a module (or object) registered under the entry-point group
     vibe = "nanoclaw_runtime_vibe.plugin"
 
 The dispatcher calls the hooks of the ONE runtime selected for a group, never
-all runtimes at once, so every hook below behaves like ``firstresult``: the
-selected runtime's return value is the result. Every argument is passed by
-keyword; a hookimpl may accept only the arguments it needs, so new arguments
-can be added without breaking existing plugins.
+all runtimes at once, so every hook behaves like ``firstresult``: the selected
+runtime's return value is the result. Arguments are passed by keyword and must
+be named as below; a hookimpl may accept only the arguments it needs, so new
+arguments can be added without breaking existing plugins. ``execute`` is
+required; every other hook is optional.
 
 An exception raised by a hook reaches the user wrapped in
 :class:`~nanoclaw_runtimes_core.errors.RuntimeFailure`, which names the runtime
@@ -44,81 +45,90 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 @hookspec(firstresult=True)
 def runtime_settings() -> type:
-    """Return the attrs class that holds this runtime's settings.
+    """Return the settings class of this runtime (made with ``@settings_class``).
 
     Called once when the runtime is loaded. Declare each field with
-    :func:`nanoclaw_runtimes_core.settings.setting`, naming the environment
-    variable (``VIBE_CPUS``) and, where a group may override it, the
-    ``containerConfig`` key (``cpus``, ``vibeImage``). The core resolves every
-    field as: group ``config.json`` > process environment > ``.env`` in the
-    project root > the field's default, with strict types and errors that name
-    the file and key. The resolved instance is what the other hooks receive as
-    ``request.settings``.
-
-    Optional: a runtime with no settings need not implement it.
+    :func:`nanoclaw_runtimes_core.setting`, naming the environment variable
+    (``VIBE_CPUS``), the ``containerConfig`` key a group may set (``cpus``) and a
+    one-sentence ``help``. The core resolves every field as: command-line
+    override > group ``config.json`` > process environment > ``.env`` in the
+    project root > the field's default, strictly typed, every problem reported
+    with its file and key. The resolved instance is what the other hooks receive
+    as ``request.settings``. A class attribute ``timeout_env = "VIBE_TIMEOUT"``
+    names a variable read before ``CONTAINER_TIMEOUT`` for this runtime's groups;
+    ``prepare_options`` (a settings class) declares the ``prepare --base
+    --option KEY=VALUE`` options. Optional: a runtime without settings need not
+    implement it.
     """
 
 
 @hookspec(firstresult=True)
 def engine_status(settings: Any) -> EngineStatus:
-    """Tell whether this runtime's engine can run on this host.
+    """Tell whether this runtime's engine can run on this host, and what it isolates.
 
-    Called by ``doctor``, ``plugins`` and auto-detection (to pick a default
-    runtime), so it must be quick (well under a second) and must not start
-    anything. Return :class:`~nanoclaw_runtimes_core.models.EngineStatus` with
-    ``available=False`` and a ``fix`` (e.g. the install command) when the engine
-    is missing. Do not raise for a missing engine.
+    Called by ``doctor`` and ``plugins``, before a run, and to pick a default
+    runtime; keep it quick (well under a second) and start nothing. Return
+    :class:`~nanoclaw_runtimes_core.models.EngineStatus` with ``available=False``
+    and a ``fix`` (e.g. the install command) when the engine is missing; never
+    raise for a missing engine. ``isolation`` names the optional isolation
+    properties the engine enforces (``filesystem``, ``pid``, ``network``,
+    ``masks``); the contract suite checks each one declared.
     """
 
 
 @hookspec(firstresult=True)
-def prepare(request: PrepareRequest) -> str | None:
+def prepare(request: PrepareRequest[Any]) -> str | None:
     """Make a group ready to run, or build the runtime's base (image, VM, root file system).
 
-    ``request.group`` is set for ``prepare GROUP`` and before the first
-    execution of a group; it is None for ``prepare --base RUNTIME``. Must be
-    idempotent: preparing a prepared group does nothing. Report progress on long
-    work through ``request.progress(message, fraction_or_None)``. Whatever is
-    interrupted must leave the previous state intact (write under a temporary
-    name, then rename). Return a one-line summary of what was done, or None.
-    Raise :class:`~nanoclaw_runtimes_core.errors.UserError` when a prerequisite
-    is missing, saying how to make it.
+    ``request.group`` is set before EVERY execution of a group (with the group's
+    lock held) and for ``prepare GROUP``; it is None for ``prepare --base
+    RUNTIME``. It must return quickly when there is nothing to do. Report
+    progress on long work through ``request.progress(message, fraction_or_None)``.
+    Whatever is interrupted must leave the previous state intact (write under a
+    temporary name, then rename). Return a one-line summary of what was done, or
+    None. Raise :class:`~nanoclaw_runtimes_core.errors.UserError` when a
+    prerequisite is missing, saying how to make it.
     """
 
 
 @hookspec(firstresult=True)
-def execute(request: ExecuteRequest) -> ExecutionResult:
+def execute(request: ExecuteRequest[Any]) -> ExecutionResult:
     """Run one execution in the group's sandbox and return its result.
 
     Called with the group's lock held (no two executions of one group overlap)
-    and within the concurrency bound. ``request.mounts`` are the validated
-    mounts of the NanoClaw contract; ``request.input`` (agent mode) is written
-    to the agent's stdin, or ``request.command`` (command mode) is run with
-    ``/workspace/group`` as the working directory. Stream every output block to
-    ``request.sink`` as it arrives, apply ``request.timeout_ms`` as an idle
-    timeout reset by each block, and leave nothing running on any exit path
-    (success, failure, timeout, exception, KeyboardInterrupt).
-    :func:`nanoclaw_runtimes_core.process.run_streaming` does all of this for a
-    command line. Return :class:`~nanoclaw_runtimes_core.models.ExecutionResult`;
-    a failing agent is a result with a non-zero ``exit_code``, not an exception.
+    and within the concurrency bound. ``request.mounts`` are the validated mounts
+    of the NanoClaw contract (parents first) and ``request.masks`` the files to
+    show read-only inside them; ``request.input`` (agent mode) is written to the
+    agent's stdin, or ``request.command`` (command mode) is run with
+    ``/workspace/group`` as the working directory. ``request.env`` goes into the
+    sandbox only, never into a host process's environment. Pass the sandbox's
+    stdout byte for byte to ``request.sink.on_stdout`` and each parsed block to
+    ``on_output``, apply ``request.timeout_ms`` as an idle timeout reset by each
+    block, act on host files as ``request.user``, keep ``request.secret_values()``
+    out of every argv, and leave nothing running on any exit path (success,
+    failure, timeout, exception, KeyboardInterrupt).
+    :func:`nanoclaw_runtimes_core.run_process` does all of this for a command
+    line. A failing agent is a result with a non-zero ``exit_code``, not an
+    exception.
     """
 
 
 @hookspec(firstresult=True)
-def reset(request: GroupRequest) -> list[str]:
+def reset(request: GroupRequest[Any]) -> list[str]:
     """Throw away the state this runtime keeps for one group.
 
-    Waits for a running execution of the group (the caller holds the group
-    lock). Returns a list of what was removed, one short line each (an empty
-    list when there was nothing). Never touches another group's state.
+    Called with the group lock held, so no execution of the group runs. Returns
+    what was removed, one short line each (an empty list when there was
+    nothing). Never touches another group's state.
     """
 
 
 @hookspec(firstresult=True)
-def stats(request: StatsRequest) -> list[StatsRow]:
+def stats(request: StatsRequest[Any]) -> list[StatsRow]:
     """Report what this runtime keeps, per group and for its shared bases.
 
     Return one :class:`~nanoclaw_runtimes_core.models.StatsRow` per thing kept
-    (a group's disk image, a base image, a leftover VM), with apparent and
-    allocated sizes in MB. Must be cheap: it runs over every group.
+    (a group's disk image, a base image, a warm VM, a leftover of a killed run),
+    with apparent and allocated sizes in MB. Keep it cheap: it runs over every
+    group.
     """

@@ -1,9 +1,10 @@
-"""Inter-process locks: one per group, and counted slots for a bounded number of runs.
+"""The one lock implementation: ``flock(2)`` on files.
 
-Both are ``flock(2)`` locks on files under ``data/locks/``, so separate
-processes (each NanoClaw message may start its own ``nanoclaw-runtimes run``)
-and threads of one process respect them alike. The kernel drops a lock when its
-holder dies, so a crash never leaves one stuck.
+Group locks keep two runs (or a run and a reset) of one group apart, counted
+slots bound how many run at once, and an *owner lock* marks a folder or file as
+in use by a live process: a sweeper that can take the lock knows its owner died.
+The kernel drops a lock when its holder dies, so a crash never leaves one stuck.
+Separate processes and threads of one process respect them alike.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 from types import TracebackType
 
 from .models import Project
+
+LOCKS_DIR = ("data", "locks")
 
 
 class LockTimeout(TimeoutError):
@@ -35,7 +38,7 @@ def _open_fd(path: Path) -> int:
         idle = _idle_fds.get(path)
         if idle:
             return idle.pop()
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
 
 
 def _park_fd(path: Path, fd: int) -> None:
@@ -44,7 +47,7 @@ def _park_fd(path: Path, fd: int) -> None:
         _idle_fds.setdefault(path, []).append(fd)
 
 
-class InterProcessLock:
+class FileLock:
     """An exclusive lock on a file; each instance holds its own descriptor.
 
     Not re-entrant: a second instance on the same path waits, even in the same
@@ -59,7 +62,7 @@ class InterProcessLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def acquire(self, timeout: float | None = None, *, poll_s: float = 0.05) -> InterProcessLock:
+    def acquire(self, timeout: float | None = None, *, poll_s: float = 0.05) -> FileLock:
         """Take the lock, waiting at most ``timeout`` seconds (None: as long as it takes;
         0: not at all); raises :class:`LockTimeout`. Returns self, for ``with``."""
         if self._fd is not None:
@@ -76,7 +79,7 @@ class InterProcessLock:
                         break
                     except BlockingIOError:
                         if time.monotonic() >= deadline:
-                            raise LockTimeout(f"{self.path} is held by another run") from None
+                            raise LockTimeout(f"{self.path} is held by another process") from None
                         time.sleep(poll_s)
         except BaseException:
             _park_fd(self.path, fd)
@@ -89,36 +92,53 @@ class InterProcessLock:
             fd, self._fd = self._fd, None
             _park_fd(self.path, fd)
 
-    def __enter__(self) -> InterProcessLock:
+    def __enter__(self) -> FileLock:
         if self._fd is None:
             self.acquire()
         return self
 
     def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.release()
 
 
+def is_held(path: Path) -> bool:
+    """Whether some live process holds the lock on ``path`` (False when the file is missing)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def locks_dir(project: Project) -> Path:
-    path = project.data_dir / "locks"
+    """``data/locks`` of the project, created on first use."""
+    path = project.root.joinpath(*LOCKS_DIR)
     if not path.is_dir():
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
 
 
-def group_lock(project: Project, folder: str, *, namespace: str = "group") -> InterProcessLock:
+def group_lock_path(project: Project, folder: str, *, namespace: str = "group") -> Path:
+    """The lock file of a group (it may not exist yet)."""
+    return project.root.joinpath(*LOCKS_DIR, f"{namespace}-{folder}.lock")
+
+
+def group_lock(project: Project, folder: str, *, namespace: str = "group") -> FileLock:
     """The lock that keeps two executions (or an execution and a reset) of a group apart."""
-    return InterProcessLock(locks_dir(project) / f"{namespace}-{folder}.lock")
+    locks_dir(project)
+    return FileLock(group_lock_path(project, folder, namespace=namespace))
 
 
 @contextlib.contextmanager
-def hold(
-    lock: InterProcessLock, *, on_wait: Callable[[], None] | None = None
-) -> Iterator[InterProcessLock]:
+def hold(lock: FileLock, *, on_wait: Callable[[], None] | None = None) -> Iterator[FileLock]:
     """Hold ``lock`` for the ``with`` block, calling ``on_wait`` once if it is taken."""
     try:
         lock.acquire(timeout=0)
@@ -138,15 +158,14 @@ class SlotPool:
     def __init__(self, directory: Path, size: int, *, name: str = "slot") -> None:
         if size < 1:
             raise ValueError(f"a slot pool needs at least one slot, got {size}")
-        if not directory.is_dir():
-            directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.size = size
         self._paths = [directory / f"{name}-{i}.lock" for i in range(size)]
 
-    def try_acquire(self) -> InterProcessLock | None:
+    def try_acquire(self) -> FileLock | None:
         """Take a free slot without waiting, or return None."""
         for path in self._paths:
-            lock = InterProcessLock(path)
+            lock = FileLock(path)
             with contextlib.suppress(LockTimeout):
                 return lock.acquire(timeout=0)
         return None
@@ -174,3 +193,24 @@ class SlotPool:
             yield self._paths.index(lock.path)
         finally:
             lock.release()
+
+
+class OwnerLock:
+    """Marks ``path`` (a file or folder's lock file) as owned by this process until released.
+
+    The lock file is ``path`` itself for a file, ``path/.owner`` for a folder. A
+    sweeper calls :func:`owner_alive`; when it is False the owner died and the
+    thing can be removed.
+    """
+
+    def __init__(self, lock_file: Path) -> None:
+        self._lock = FileLock(lock_file)
+        self._lock.acquire(timeout=0)
+
+    def release(self) -> None:
+        self._lock.release()
+
+
+def owner_alive(lock_file: Path) -> bool:
+    """Whether the owner of an :class:`OwnerLock` on ``lock_file`` is still alive."""
+    return is_held(lock_file)

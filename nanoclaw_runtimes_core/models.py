@@ -1,7 +1,9 @@
 """The typed values passed between the core, the runtimes and the host.
 
 Every class is an immutable attrs class with keyword-only construction, so new
-fields can be added without breaking plugins or hosts that build them.
+fields can be added without breaking plugins or hosts that build them. The
+request classes are generic in the runtime's settings class: a runtime that
+declares ``VibeSettings`` receives ``ExecuteRequest[VibeSettings]``.
 """
 
 from __future__ import annotations
@@ -9,9 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import Any, Generic, Literal, TypeVar
 
 from attrs import Factory, define, field
+
+S = TypeVar("S")
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 # --------------------------------------------------------------------------- project
 
@@ -51,14 +58,46 @@ class Group:
 
 # --------------------------------------------------------------------------- mounts
 
+MountKind = Literal[
+    "group", "global", "project", "sessions", "ipc", "agent-src", "store", "extra", "file"
+]
+
 
 @define(frozen=True, kw_only=True)
 class Mount:
-    """A host folder shown inside the sandbox at ``container_path`` (an absolute guest path)."""
+    """A host folder (or, for ``kind="file"``, one file) shown inside the sandbox at
+    ``container_path``, an absolute guest path.
+
+    ``ExecuteRequest.mounts`` lists them parents first, so binding them in order
+    never hides one under another.
+    """
 
     host_path: Path
     container_path: str
     readonly: bool
+    kind: MountKind = "extra"
+
+    @property
+    def is_file(self) -> bool:
+        return self.kind == "file"
+
+
+@define(frozen=True, kw_only=True)
+class Mask:
+    """A file inside a mount that the sandbox must see read-only, with other content.
+
+    ``source`` is a host file to show in its place (read-only), or None for an
+    empty file or, with ``folder``, an empty folder (NanoClaw shows ``/dev/null``
+    over the project's ``.env``).
+    A runtime that cannot apply a mask says so in its ``engine_status``
+    isolation; the core still detects and refuses changes made through it.
+    """
+
+    container_path: str
+    source: Path | None
+    reason: str
+    folder: bool = False
+    """Mask a folder (shown empty) rather than a file."""
 
 
 @define(frozen=True, kw_only=True)
@@ -75,7 +114,12 @@ class RejectedMount:
 
 @define(frozen=True, kw_only=True)
 class ContainerInput:
-    """The JSON object a host writes to the sandbox's stdin (NanoClaw's ``ContainerInput``)."""
+    """The JSON object a host writes to the sandbox's stdin (NanoClaw's ``ContainerInput``).
+
+    Fields the core does not use (``script`` of a scheduled task, and whatever
+    later NanoClaw versions add) are kept in ``extra`` and passed on to the
+    agent unchanged.
+    """
 
     prompt: str
     group_folder: str
@@ -85,6 +129,11 @@ class ContainerInput:
     is_scheduled_task: bool | None = None
     assistant_name: str | None = None
     secrets: Mapping[str, str] | None = field(default=None, repr=False)
+    extra: Mapping[str, Any] = field(default=_EMPTY, repr=False)
+
+    def secret_values(self) -> tuple[str, ...]:
+        """Every secret value, for redaction."""
+        return tuple(v for v in (self.secrets or {}).values() if v)
 
 
 @define(frozen=True, kw_only=True)
@@ -103,14 +152,16 @@ class ContainerOutput:
 class OutputSink:
     """Where a run's output goes while it runs. Every method may be called from a reader thread.
 
-    The default does nothing; the dispatcher passes one that prints blocks as they arrive.
+    ``on_stdout`` receives the sandbox's stdout byte for byte (blocks included),
+    as ``docker run`` would give it; ``on_output`` receives each output block
+    once it is complete and parsed. The default does nothing.
     """
 
     def on_output(self, output: ContainerOutput) -> None:
         """A complete output block was parsed."""
 
     def on_stdout(self, data: bytes) -> None:
-        """Raw stdout of a command run (``run GROUP -- COMMAND``), markers excluded."""
+        """Raw stdout of the sandbox, byte for byte."""
 
     def on_stderr(self, data: bytes) -> None:
         """Raw stderr of the sandbox."""
@@ -120,24 +171,64 @@ class OutputSink:
 
 
 @define(frozen=True, kw_only=True)
-class ExecuteRequest:
+class SandboxUser:
+    """The host identity the sandbox acts as on host files.
+
+    The invoking user when the CLI is not root; otherwise an unprivileged user
+    (``NANOCLAW_SANDBOX_USER``). A VM maps its guest users ``0..65535`` to
+    ``uid..uid+65535`` when the CLI is root, so guest root is ``uid`` on the host.
+    """
+
+    uid: int
+    gid: int
+    source: str = "invoking user"
+
+    @property
+    def is_invoking_user(self) -> bool:
+        return self.source == "invoking user"
+
+
+@define(frozen=True, kw_only=True)
+class Limits:
+    """Resources one sandbox may use; None means not limited."""
+
+    cpus: float | None = None
+    memory_mb: int | None = None
+    pids: int | None = None
+
+
+@define(frozen=True, kw_only=True)
+class ExecuteRequest(Generic[S]):
     """Everything a runtime needs for one execution in one group's sandbox.
 
     Exactly one of ``input`` (agent mode: the agent reads it on stdin and prints
     output blocks) and ``command`` (command mode: run this argv in the group's
-    sandbox with the workspace as working directory) is set.
+    sandbox with ``/workspace/group`` as working directory) is set.
+
+    ``agent_command`` is the group's agent command line (``agentCommand``), or
+    None for the runtime's default agent. ``env`` is the environment configured
+    for the sandbox (never for host processes). ``run_name`` is unique, at most 63
+    characters of ``[a-z0-9-]``, valid as a container or VM name on every engine.
     """
 
     project: Project
     group: Group
-    settings: Any
+    settings: S
     mounts: tuple[Mount, ...]
     timeout_ms: int
+    masks: tuple[Mask, ...] = ()
     input: ContainerInput | None = None
     command: tuple[str, ...] | None = None
+    agent_command: tuple[str, ...] | None = None
+    env: Mapping[str, str] = field(default=_EMPTY, repr=False)
     sink: OutputSink = Factory(OutputSink)
     run_id: str = ""
+    run_name: str = ""
     debug: bool = False
+    user: SandboxUser = Factory(lambda: SandboxUser(uid=0, gid=0, source="unset"))
+    strict_limits: bool = False
+    """Refuse to run when a resource limit cannot be enforced (``NANOCLAW_LIMITS=strict``)."""
+    state_dir: Path | None = None
 
     def input_json(self) -> bytes:
         """The ContainerInput as the JSON bytes written to the agent's stdin."""
@@ -147,17 +238,33 @@ class ExecuteRequest:
             raise ValueError("this request runs a command, it has no ContainerInput")
         return encode_input(self.input)
 
+    def secret_values(self) -> tuple[str, ...]:
+        """Values that must never reach argv, logs or files: the input's secrets."""
+        return self.input.secret_values() if self.input is not None else ()
+
 
 @define(frozen=True, kw_only=True)
 class ExecutionResult:
-    """What came out of one execution; ``status`` applies the contract's rules."""
+    """What came out of one execution; ``status`` applies the contract's rules.
+
+    ``outputs`` keeps at most the first blocks up to a total size cap
+    (``output_count`` counts them all); ``stdout`` and ``stderr`` keep at most
+    the first 10 MiB of each stream for the run log, flagged by
+    ``stdout_truncated`` / ``stderr_truncated``. ``stderr_tail`` is the end of
+    stderr, secrets redacted, for error messages.
+    """
 
     exit_code: int | None
     outputs: tuple[ContainerOutput, ...] = ()
+    output_count: int = 0
+    new_session_id: str | None = None
     timed_out: bool = False
+    stdout: bytes = field(default=b"", repr=False)
     stdout_truncated: bool = False
+    stderr: bytes = field(default=b"", repr=False)
     stderr_truncated: bool = False
     stderr_tail: str = ""
+    block_problems: tuple[str, ...] = ()
     duration_ms: int = 0
     timeout_ms: int = 0
     error: str | None = None
@@ -168,59 +275,74 @@ class ExecutionResult:
             return "error"
         if self.timed_out:
             # Idle cleanup: a run that produced output and then went quiet succeeded.
-            return "success" if self.outputs else "error"
+            return "success" if self.output_count else "error"
         return "success" if self.exit_code == 0 else "error"
 
     def error_message(self) -> str | None:
-        """The contract's error text for a failed run, or None when it succeeded."""
+        """NanoClaw's error text for a failed run, or None when it succeeded."""
         if self.status == "success":
             return None
         if self.error is not None:
             return self.error
         if self.timed_out:
-            return f"Container timed out after {self.timeout_ms} ms"
-        tail = self.stderr_tail.strip()
-        return f"Container exited with code {self.exit_code}" + (f": {tail}" if tail else "")
+            return f"Container timed out after {self.timeout_ms}ms"
+        return f"Container exited with code {self.exit_code}: {self.stderr_tail[-200:]}"
 
 
 @define(frozen=True, kw_only=True)
-class PrepareRequest:
-    """A ``prepare`` call: for one group (``group`` set) or the runtime's base (``group`` None)."""
+class PrepareRequest(Generic[S]):
+    """A ``prepare`` call: for one group (``group`` set) or the runtime's base (``group`` None).
 
-    project: Project
-    settings: Any
-    group: Group | None = None
-    progress: Callable[[str, float | None], None] = lambda message, fraction: None
-    force: bool = False
-    options: Mapping[str, Any] = Factory(dict)
-
-
-@define(frozen=True, kw_only=True)
-class GroupRequest:
-    """A ``reset`` call: one group of one runtime."""
-
-    project: Project
-    group: Group
-    settings: Any
-
-
-@define(frozen=True, kw_only=True)
-class StatsRequest:
-    """A ``stats`` call: every group of one runtime in one project.
-
-    ``groups`` are the groups that run on this runtime (by their config, else
-    ``CONTAINER_RUNTIME``, else auto-detection); a group whose config cannot be
-    read is left out.
+    ``options`` are the ``prepare --base`` options (``--minimal`` and ``--option
+    KEY=VALUE``), already checked against what the runtime declares.
     """
 
     project: Project
-    settings: Any
+    settings: S
+    group: Group | None = None
+    progress: Callable[[str, float | None], None] = lambda message, fraction: None
+    force: bool = False
+    options: Mapping[str, Any] = _EMPTY
+    state_dir: Path | None = None
+
+
+@define(frozen=True, kw_only=True)
+class GroupRequest(Generic[S]):
+    """A ``reset`` call: one group of one runtime.
+
+    ``scope`` is ``"all"`` (throw the group's state away) or ``"warm"`` (only stop
+    what is kept running or booted ahead for the group, e.g. a warm VM; its state
+    stays).
+    """
+
+    project: Project
+    group: Group
+    settings: S
+    state_dir: Path | None = None
+    scope: Literal["all", "warm"] = "all"
+
+
+@define(frozen=True, kw_only=True)
+class StatsRequest(Generic[S]):
+    """A ``stats`` call: every group of one runtime in one project.
+
+    ``groups`` are the groups that run on this runtime (by their config, else
+    ``CONTAINER_RUNTIME``); a group whose config cannot be read is left out.
+    """
+
+    project: Project
+    settings: S
     groups: tuple[Group, ...] = ()
 
 
 @define(frozen=True, kw_only=True)
 class StatsRow:
-    """One thing a runtime keeps on disk or in its engine, and what it costs."""
+    """One thing a runtime keeps on disk or in its engine, and what it costs.
+
+    ``kind`` is e.g. ``disk``, ``base``, ``workspace``, ``leftover``, ``warm-vm``;
+    ``details`` carries kind-specific values (a warm VM's ``ageSeconds``,
+    ``idleSecondsLeft``, ``memoryMB``), shown by ``stats --json``.
+    """
 
     runtime: str = ""
     group: str | None
@@ -230,14 +352,36 @@ class StatsRow:
     allocated_mb: float = 0.0
     modified: datetime | None = None
     note: str = ""
+    details: Mapping[str, Any] = _EMPTY
+
+
+ISOLATION_FILESYSTEM = "filesystem"
+"""The sandbox sees its mounts and a system image, nothing else of the host (no home
+folders, no other group's files)."""
+ISOLATION_PID = "pid"
+"""The sandbox has its own process namespace: host processes are invisible."""
+ISOLATION_NETWORK = "network"
+"""The sandbox has no network unless the group's configuration turns it on."""
+ISOLATION_MASKS = "masks"
+"""Masked files (the group's ``config.json``, the project's ``.env``) are shown read-only
+or empty inside the sandbox."""
+ISOLATION_PROPERTIES = (ISOLATION_FILESYSTEM, ISOLATION_PID, ISOLATION_NETWORK, ISOLATION_MASKS)
 
 
 @define(frozen=True, kw_only=True)
 class EngineStatus:
-    """Whether a runtime's engine can run on this host, and what to do when it cannot."""
+    """Whether a runtime's engine can run on this host, and what to do when it cannot.
+
+    ``isolation`` names the optional isolation properties the engine enforces
+    (see :data:`ISOLATION_PROPERTIES`); the contract suite checks each one it
+    declares. Every runtime must, whatever it declares, show each contract mount
+    with its mode, keep secrets out of host argv and not pass the host's
+    environment into the sandbox.
+    """
 
     available: bool
     engine: str
     version: str | None = None
     detail: str = ""
     fix: str = ""
+    isolation: frozenset[str] = frozenset()

@@ -1,18 +1,20 @@
-"""The mounts of the NanoClaw contract, and the allowlist that guards additional mounts.
+"""The mounts of the NanoClaw contract, planned without touching the disk.
 
 Every sandbox sees::
 
     groups/{folder}                 -> /workspace/group    read-write
     groups/global                   -> /workspace/global   read-only (read-write for main)
-    project root (main only)        -> /workspace/project  read-only
+    project root (main only)        -> /workspace/project  read-only, .env and secret-looking
+                                                           files masked
     data/sessions/{folder}/.claude  -> /home/node/.claude  read-write
     data/ipc/{folder}               -> /workspace/ipc      read-write
     validated additionalMounts      -> /workspace/extra/{containerPath}
 
-A group's ``additionalMounts`` are checked against the mount allowlist
-(default ``~/.config/nanoclaw/mount-allowlist.json``). A missing or invalid
-allowlist blocks every additional mount. A refused mount is never dropped
-silently: it comes back in :attr:`MountPlan.rejected` with its reason.
+and ``/workspace/group/config.json`` is masked read-only (see
+:mod:`nanoclaw_runtimes_core.config.trust`). Additional mounts are checked
+against the allowlist and may never reach the project's control files
+(``groups/``, ``data/``, ``.env``) or the allowlist itself. Folders are created
+later, under the group's lock (:mod:`nanoclaw_runtimes_core.workspace`).
 """
 
 from __future__ import annotations
@@ -20,181 +22,34 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import stat
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import attrs
 
-from .config import FileCache
-from .groups import GLOBAL_FOLDER, resolve_group
-from .models import Group, Mount, Project, RejectedMount
-from .settings import (
-    DEFAULT_ALLOWLIST,
-    AdditionalMount,
-    get_converter,
-    structure_problems,
-)
-
-__all__ = [
-    "BUILTIN_BLOCKED_PATTERNS",
-    "AllowedRoot",
-    "Allowlist",
-    "MountPlan",
-    "check_additional_mount",
-    "contract_mounts",
-    "describe_rejection",
-    "load_allowlist",
-]
-
-BUILTIN_BLOCKED_PATTERNS: tuple[str, ...] = (
-    ".ssh",
-    ".gnupg",
-    ".gpg",
-    ".aws",
-    ".azure",
-    ".gcloud",
-    ".kube",
-    ".docker",
-    "credentials",
-    ".env",
-    ".netrc",
-    ".npmrc",
-    ".pypirc",
-    "id_rsa",
-    "id_ed25519",
-    "private_key",
-    ".secret",
-)
-"""Never mountable, whatever the allowlist says (substring of any component of the real path)."""
+from .allowlist import Allowlist, allowed_root, blocked_by, display, load_allowlist
+from .errors import ConfigError
+from .groups import GLOBAL_FOLDER
+from .models import Group, Mask, Mount, Project, RejectedMount
+from .settings.core import AdditionalMount
 
 EXTRA_PREFIX = "/workspace/extra"
 IPC_SUBFOLDERS = ("messages", "tasks", "input")
 """Created under ``data/ipc/{folder}``, as NanoClaw's host does, for the agent's IPC files."""
+GROUP_CONFIG_IN_SANDBOX = "/workspace/group/config.json"
+MAX_MASK_SCAN = 2000
 
 
-# --------------------------------------------------------------------------- allowlist
-
-
-@attrs.define(frozen=True, kw_only=True)
-class AllowedRoot:
-    """A folder under which additional mounts may come (``allowedRoots`` entry)."""
-
-    path: str
-    allow_read_write: bool = False
-    description: str = ""
-
-
-@attrs.define(frozen=True, kw_only=True)
-class _AllowlistFile:
-    """The allowlist file as written: camelCase keys, strictly typed, unknown keys refused."""
-
-    allowed_roots: tuple[AllowedRoot, ...]
-    blocked_patterns: tuple[str, ...] = ()
-    non_main_read_only: bool = True
-
-
-@attrs.define(frozen=True, kw_only=True)
-class Allowlist:
-    """A loaded mount allowlist. When ``error`` is set, every additional mount is blocked."""
-
-    path: Path
-    allowed_roots: tuple[AllowedRoot, ...] = ()
-    blocked_patterns: tuple[str, ...] = BUILTIN_BLOCKED_PATTERNS
-    """The built-in patterns followed by the user's."""
-    non_main_read_only: bool = True
-    error: str | None = None
-
-
-_allowlist_cache = FileCache()
-
-
-def load_allowlist(path: str | Path = DEFAULT_ALLOWLIST) -> Allowlist:
-    """Read the mount allowlist at ``path`` (``~`` expanded); re-read when the file changes.
-
-    Never raises for a bad file: a missing, unreadable or invalid allowlist
-    comes back with ``error`` saying why, and then blocks every additional
-    mount.
-    """
-    real = Path(path).expanduser()
-    if not real.is_absolute():
-        real = Path.cwd() / real
-    return _allowlist_cache.get(real, _read_allowlist)
-
-
-def _read_allowlist(path: Path) -> Allowlist:
-    shown = _display(path)
-    blocked = f"so additional mounts are blocked; fix {shown} (see docs/configuration.md)"
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        return Allowlist(
-            path=path,
-            error=f"there is no mount allowlist at {shown}, so additional mounts are blocked; "
-            "create it (see docs/configuration.md) or set NANOCLAW_MOUNT_ALLOWLIST",
-        )
-    except (OSError, UnicodeDecodeError) as exc:
-        return Allowlist(path=path, error=f"the mount allowlist cannot be read ({exc}), {blocked}")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        where = f"line {exc.lineno}, column {exc.colno}"
-        return Allowlist(
-            path=path, error=f"the mount allowlist is invalid ({where}: {exc.msg}), {blocked}"
-        )
-    if not isinstance(data, dict):
-        return Allowlist(path=path, error=f"the mount allowlist must be a JSON object, {blocked}")
-    data = {k: v for k, v in data.items() if not k.startswith("$")}
-    try:
-        parsed = get_converter().structure(data, _AllowlistFile)
-    except Exception as exc:
-        lines = structure_problems(exc, source="", path="$")
-        details = "; ".join(f"{p.location.removeprefix('$.')}: {p.message}" for p in lines)
-        return Allowlist(path=path, error=f"the mount allowlist is invalid ({details}), {blocked}")
-    problems = _semantic_problems(parsed)
-    if problems:
-        details = "; ".join(problems)
-        return Allowlist(path=path, error=f"the mount allowlist is invalid ({details}), {blocked}")
-    return Allowlist(
-        path=path,
-        allowed_roots=parsed.allowed_roots,
-        blocked_patterns=BUILTIN_BLOCKED_PATTERNS + parsed.blocked_patterns,
-        non_main_read_only=parsed.non_main_read_only,
-    )
-
-
-def _semantic_problems(parsed: _AllowlistFile) -> list[str]:
-    problems = []
-    for i, root in enumerate(parsed.allowed_roots):
-        if not root.path.startswith("~") and not os.path.isabs(root.path):
-            problems.append(
-                f"allowedRoots[{i}].path: {root.path!r} must be absolute or start with ~"
-            )
-    for i, pattern in enumerate(parsed.blocked_patterns):
-        if not pattern.strip():
-            problems.append(f"blockedPatterns[{i}]: must not be empty (it would match everything)")
-    return problems
-
-
-def _display(path: Path) -> str:
-    """``path`` with the home folder written as ``~``."""
-    home = Path.home()
-    try:
-        return "~/" + path.relative_to(home).as_posix()
-    except ValueError:
-        return str(path)
-
-
-# --------------------------------------------------------------------------- checking one mount
-
-
-@attrs.define(frozen=True, kw_only=True)
+@attrs.frozen(kw_only=True)
 class MountPlan:
-    """The mounts for one group's sandbox, and the additional mounts that were refused.
-
-    ``notes`` tells of accepted mounts made read-only against the group's wish.
-    """
+    """The mounts for one group's sandbox (parents first), the masks over them, and the
+    additional mounts that were refused. ``notes`` tells of mounts made read-only against the
+    group's wish."""
 
     mounts: tuple[Mount, ...]
+    masks: tuple[Mask, ...] = ()
     rejected: tuple[RejectedMount, ...] = ()
     notes: tuple[str, ...] = ()
 
@@ -204,8 +59,213 @@ def describe_rejection(rejected: RejectedMount) -> str:
     return f"additional mount {json.dumps(rejected.host_path)} refused: {rejected.reason}"
 
 
+def contract_paths(project: Project, folder: str) -> dict[str, Path]:
+    """The host folders of the contract's mounts for ``folder``, by kind."""
+    root = project.root
+    return {
+        "group": root / "groups" / folder,
+        "global": root / "groups" / GLOBAL_FOLDER,
+        "project": root,
+        "sessions": root / "data" / "sessions" / folder / ".claude",
+        "ipc": root / "data" / "ipc" / folder,
+        "agent-src": root / "data" / "sessions" / folder / "agent-runner-src",
+        "store": root / "store",
+    }
+
+
+def protected_paths(project: Project, allowlist: Path) -> tuple[Path, ...]:
+    """Paths no additional mount may contain or lie inside: the project's control files."""
+    root = project.root
+    return (root / "groups", root / "data", root / ".env", allowlist, allowlist.parent)
+
+
+def _real(path: Path) -> Path:
+    try:
+        return path.resolve(strict=False)
+    except (OSError, RuntimeError):
+        return path
+
+
+def _overlaps(real: Path, protected: Iterable[Path]) -> Path | None:
+    for p in protected:
+        rp = _real(p)
+        if real == rp or rp in real.parents or real in rp.parents:
+            return p
+    return None
+
+
+def check_global(project: Project) -> None:
+    """``groups/global`` must be a real folder inside ``groups/`` (or not exist yet)."""
+    path = project.groups_dir / GLOBAL_FOLDER
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise ConfigError(
+            [
+                "groups/global is a symbolic link; the shared folder must be a real folder "
+                "inside groups/ (replace the link with the folder)"
+            ]
+        )
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(["groups/global is not a folder; remove it or make it one"])
+
+
+def _project_masks(root: Path, patterns: tuple[str, ...]) -> list[Mask]:
+    """Masks over the main group's view of the project: ``.env`` and entries whose names match
+    a blocked pattern, at the top level and one level down (``groups/`` and ``data/`` are the
+    contract's own and not scanned)."""
+    masks: list[Mask] = []
+    seen = 0
+
+    def scan(folder: Path, prefix: str, depth: int) -> None:
+        nonlocal seen
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            return
+        for entry in entries:
+            seen += 1
+            if seen > MAX_MASK_SCAN:
+                return
+            name = entry.name
+            where = f"{prefix}/{name}"
+            lowered = name.lower()
+            if any(p.lower() in lowered for p in patterns):
+                is_dir = entry.is_dir(follow_symlinks=False)
+                masks.append(
+                    Mask(
+                        container_path=f"/workspace/project{where}",
+                        source=None,
+                        reason=f"matches a blocked pattern ({'folder' if is_dir else 'file'})",
+                        folder=is_dir,
+                    )
+                )
+            elif (
+                depth == 0
+                and name not in ("groups", "data")
+                and entry.is_dir(follow_symlinks=False)
+            ):
+                scan(Path(entry.path), where, 1)
+
+    scan(root, "", 0)
+    return masks
+
+
+def plan_mounts(
+    project: Project,
+    group: Group,
+    additional: Iterable[AdditionalMount],
+    allowlist_path: str | Path,
+    *,
+    config_mask: Path | None = None,
+) -> MountPlan:
+    """The contract's mounts for ``group``; nothing is created or written.
+
+    ``config_mask`` is the host file holding the trusted config shown read-only at
+    ``/workspace/group/config.json`` (None: no mask; the file does not exist).
+    """
+    check_global(project)
+    paths = contract_paths(project, group.folder)
+    mounts = [
+        Mount(
+            host_path=paths["group"],
+            container_path="/workspace/group",
+            readonly=False,
+            kind="group",
+        ),
+        Mount(
+            host_path=paths["global"],
+            container_path="/workspace/global",
+            readonly=not group.is_main,
+            kind="global",
+        ),
+    ]
+    masks: list[Mask] = []
+    if config_mask is not None:
+        masks.append(
+            Mask(
+                container_path=GROUP_CONFIG_IN_SANDBOX,
+                source=config_mask,
+                reason="the group's configuration is the host's, shown read-only",
+            )
+        )
+    allowlist_file = Path(allowlist_path).expanduser()
+    if not allowlist_file.is_absolute():
+        allowlist_file = project.root / allowlist_file
+    entries = tuple(additional)
+    allowlist = (
+        load_allowlist(allowlist_file, base=project.root) if entries or group.is_main else None
+    )
+    if group.is_main:
+        mounts.append(
+            Mount(
+                host_path=project.root,
+                container_path="/workspace/project",
+                readonly=True,
+                kind="project",
+            )
+        )
+        patterns = allowlist.blocked_patterns if allowlist is not None else ()
+        masks += _project_masks(project.root, patterns or _builtin())
+    mounts.append(
+        Mount(
+            host_path=paths["sessions"],
+            container_path="/home/node/.claude",
+            readonly=False,
+            kind="sessions",
+        )
+    )
+    mounts.append(
+        Mount(host_path=paths["ipc"], container_path="/workspace/ipc", readonly=False, kind="ipc")
+    )
+
+    rejected: list[RejectedMount] = []
+    notes: list[str] = []
+    used = {m.container_path for m in mounts}
+    protected = protected_paths(project, allowlist_file)
+    for entry in entries:
+        assert allowlist is not None
+        mount, message = check_additional_mount(
+            entry, project=project, allowlist=allowlist, is_main=group.is_main, protected=protected
+        )
+        if mount is not None and mount.container_path in used:
+            mount, message = None, f"{mount.container_path} is already used by another mount"
+        if mount is None:
+            rejected.append(
+                RejectedMount(
+                    host_path=entry.host_path, container_path=entry.container_path, reason=message
+                )
+            )
+            continue
+        used.add(mount.container_path)
+        mounts.append(mount)
+        if message:
+            notes.append(f"additional mount {json.dumps(entry.host_path)}: {message}")
+    return MountPlan(
+        mounts=ordered(mounts), masks=tuple(masks), rejected=tuple(rejected), notes=tuple(notes)
+    )
+
+
+def _builtin() -> tuple[str, ...]:
+    from .allowlist import BUILTIN_BLOCKED_PATTERNS
+
+    return BUILTIN_BLOCKED_PATTERNS
+
+
+def ordered(mounts: Iterable[Mount]) -> tuple[Mount, ...]:
+    """Mounts parents first (a mount inside another comes after it), otherwise as given."""
+    return tuple(sorted(mounts, key=lambda m: len(posixpath.normpath(m.container_path).split("/"))))
+
+
 def check_additional_mount(
-    entry: AdditionalMount, *, project: Project, allowlist: Allowlist, is_main: bool
+    entry: AdditionalMount,
+    *,
+    project: Project,
+    allowlist: Allowlist,
+    is_main: bool,
+    protected: tuple[Path, ...] = (),
 ) -> tuple[Mount | None, str]:
     """Check one ``additionalMounts`` entry against the contract's rules.
 
@@ -216,36 +276,38 @@ def check_additional_mount(
     if allowlist.error:
         return None, allowlist.error
     host = entry.host_path
-    expanded = Path(host).expanduser() if host.strip() else None
-    if expanded is None:
+    if not host.strip():
         return None, "hostPath is empty"
+    expanded = Path(host).expanduser()
     if not expanded.is_absolute():
         expanded = project.root / expanded
-
     container, problem = _container_path(entry, expanded)
     if problem:
         return None, problem
-
     try:
         real = expanded.resolve(strict=True)
     except (OSError, RuntimeError):
         return None, f"host path {host} does not exist ({expanded})"
-
-    pattern = _blocked_by(real, allowlist.blocked_patterns)
+    if not real.is_dir():
+        return None, f"{real} is not a folder; additional mounts are folders"
+    pattern = blocked_by(real, allowlist.blocked_patterns)
     if pattern is not None:
         return None, (
-            f'{real} matches the blocked pattern "{pattern}"; credentials and secrets '
-            "are never mounted"
+            f'{real} matches the blocked pattern "{pattern}"; credentials and secrets are never mounted'
         )
-
-    root = _allowed_root(real, allowlist.allowed_roots)
+    clash = _overlaps(real, protected)
+    if clash is not None:
+        return None, (
+            f"{real} overlaps {clash}, which decides how runs are made (the project's groups/, "
+            "data/ and .env, and the mount allowlist): mount a folder beside them instead"
+        )
+    root = allowed_root(real, allowlist.allowed_roots)
     if root is None:
         roots = ", ".join(r.path for r in allowlist.allowed_roots) or "none"
         return None, (
-            f"{real} is not under an allowed root of {_display(allowlist.path)} "
+            f"{real} is not under an allowed root of {display(allowlist.path)} "
             f"(allowed: {roots}); add a root there to allow it"
         )
-
     readonly, note = True, ""
     if entry.readonly is False:
         if not is_main and allowlist.non_main_read_only:
@@ -254,7 +316,12 @@ def check_additional_mount(
             note = f"mounted read-only: allowed root {root.path} does not set allowReadWrite"
         else:
             readonly = False
-    mount = Mount(host_path=real, container_path=f"{EXTRA_PREFIX}/{container}", readonly=readonly)
+    mount = Mount(
+        host_path=real,
+        container_path=f"{EXTRA_PREFIX}/{container}",
+        readonly=readonly,
+        kind="extra",
+    )
     return mount, note
 
 
@@ -273,10 +340,10 @@ def _container_path(entry: AdditionalMount, host: Path) -> tuple[str, str | None
         return "", f'{what} is empty; give a relative path such as "data"'
     if given.startswith("/"):
         return "", f"{what} must be relative: it is mounted under {EXTRA_PREFIX}/"
-    if ".." in given:
+    if ".." in given.split("/"):
         return "", f"{what} must not contain '..'"
-    if ":" in given:
-        return "", f"{what} must not contain ':'"
+    if ":" in given or "," in given:
+        return "", f"{what} must not contain ':' or ','"
     if any(ord(c) < 32 or c == "\x7f" for c in given):
         return "", f"{what} must not contain control characters"
     normal = posixpath.normpath(given)
@@ -285,89 +352,71 @@ def _container_path(entry: AdditionalMount, host: Path) -> tuple[str, str | None
     return normal, None
 
 
-def _blocked_by(real: Path, patterns: Iterable[str]) -> str | None:
-    # Case-insensitive: on macOS ".SSH" is the same folder as ".ssh".
-    text = real.as_posix().lower()
-    parts = [part.lower() for part in real.parts]
-    for pattern in patterns:
-        needle = pattern.lower()
-        if any(needle in part for part in parts) or needle in text:
-            return pattern
-    return None
+# --------------------------------------------------------------------------- mounts a host passes
 
 
-def _allowed_root(real: Path, roots: Iterable[AllowedRoot]) -> AllowedRoot | None:
-    for root in roots:
-        try:
-            root_real = Path(root.path).expanduser().resolve(strict=True)
-        except (OSError, RuntimeError):
-            continue  # a root that does not exist allows nothing
-        if real == root_real or root_real in real.parents:
-            return root
-    return None
-
-
-# --------------------------------------------------------------------------- the whole table
-
-
-def contract_mounts(
+def check_host_mount(
+    host: str,
+    container: str,
+    readonly: bool,
+    *,
     project: Project,
     group: Group,
-    additional: Iterable[AdditionalMount] = (),
-    allowlist_path: str | Path = DEFAULT_ALLOWLIST,
-    *,
-    allowlist: Allowlist | None = None,
-) -> MountPlan:
-    """The contract's mounts for ``group``, creating the host folders they need.
-
-    ``additional`` (the group's ``additionalMounts``) is checked against
-    ``allowlist`` or, when not given, the file at ``allowlist_path``. Accepted
-    ones go to ``/workspace/extra/{containerPath}``; refused ones are returned
-    in :attr:`MountPlan.rejected` with their reason for the caller to report.
-    """
-    checked = resolve_group(project, group.folder)  # the folder rules, again, before mkdir
-    root = project.root.resolve()
-    group_dir = root.joinpath("groups", checked.folder)
-    global_dir = root.joinpath("groups", GLOBAL_FOLDER)
-    sessions = root.joinpath("data", "sessions", checked.folder, ".claude")
-    ipc = root.joinpath("data", "ipc", checked.folder)
-    needed = [group_dir, global_dir, sessions, *(ipc.joinpath(s) for s in IPC_SUBFOLDERS)]
-    for folder in needed:
-        if not os.path.isdir(folder):  # a stat is cheaper than mkdir's FileExistsError
-            folder.mkdir(parents=True, exist_ok=True)
-
-    mounts = [
-        Mount(host_path=group_dir, container_path="/workspace/group", readonly=False),
-        Mount(host_path=global_dir, container_path="/workspace/global", readonly=not group.is_main),
-    ]
-    if group.is_main:
-        mounts.append(Mount(host_path=root, container_path="/workspace/project", readonly=True))
-    mounts.append(Mount(host_path=sessions, container_path="/home/node/.claude", readonly=False))
-    mounts.append(Mount(host_path=ipc, container_path="/workspace/ipc", readonly=False))
-
-    entries = tuple(additional)
-    if entries and allowlist is None:
-        allowlist = load_allowlist(allowlist_path)
-    rejected: list[RejectedMount] = []
-    notes: list[str] = []
-    used: dict[str, str] = {}
-    for entry in entries:
-        assert allowlist is not None
-        mount, message = check_additional_mount(
-            entry, project=project, allowlist=allowlist, is_main=group.is_main
+    allowlist_path: Path,
+) -> tuple[Mount | None, str]:
+    """A mount a host such as NanoClaw asks for on its own command line (``-v host:ctr[:ro]``),
+    re-checked against the contract: ``(mount, "")`` to add, ``(None, "")`` when the contract
+    already provides it, or ``(None, reason)`` when refused. Never widens what a group may see."""
+    paths = contract_paths(project, group.folder)
+    expected = {
+        "/workspace/group": ("group", False),
+        "/workspace/global": ("global", not group.is_main),
+        "/workspace/project": ("project", True),
+        "/home/node/.claude": ("sessions", False),
+        "/workspace/ipc": ("ipc", False),
+    }
+    container = posixpath.normpath(container)
+    if container in expected:
+        kind, _ = expected[container]
+        if kind == "project" and not group.is_main:
+            return None, "the project is shown to the main group only"
+        if _real(Path(host)) != _real(paths[kind]):
+            return None, f"{container} is {paths[kind]} for this group, not {host}"
+        return None, ""
+    if container == "/workspace/project/.env":
+        return None, ""  # masked by the contract for the main group
+    if container == "/app/src":
+        if _real(Path(host)) != _real(paths["agent-src"]):
+            return None, f"/app/src must come from {paths['agent-src']}"
+        return Mount(
+            host_path=paths["agent-src"],
+            container_path=container,
+            readonly=readonly,
+            kind="agent-src",
+        ), ""
+    if container == "/workspace/project/store":
+        if not group.is_main or _real(Path(host)) != _real(paths["store"]):
+            return None, "only the main group gets the project's store/, read-write"
+        return Mount(
+            host_path=paths["store"], container_path=container, readonly=readonly, kind="store"
+        ), ""
+    if container.startswith(EXTRA_PREFIX + "/"):
+        entry = AdditionalMount(
+            host_path=host, container_path=container[len(EXTRA_PREFIX) + 1 :], readonly=readonly
         )
-        if mount is not None and mount.container_path in used:
-            message = f"{mount.container_path} is already used by {used[mount.container_path]}"
-            mount = None
-        if mount is None:
-            rejected.append(
-                RejectedMount(
-                    host_path=entry.host_path, container_path=entry.container_path, reason=message
-                )
-            )
-            continue
-        used[mount.container_path] = entry.host_path
-        mounts.append(mount)
-        if message:
-            notes.append(f"additional mount {json.dumps(entry.host_path)}: {message}")
-    return MountPlan(mounts=tuple(mounts), rejected=tuple(rejected), notes=tuple(notes))
+        allowlist = load_allowlist(allowlist_path, base=project.root)
+        return check_additional_mount(
+            entry,
+            project=project,
+            allowlist=allowlist,
+            is_main=group.is_main,
+            protected=protected_paths(project, allowlist_path),
+        )
+    path = Path(host)
+    if readonly and path.is_file() and not path.is_symlink():
+        real = _real(path)
+        temp = _real(Path(tempfile.gettempdir()))
+        if temp in real.parents and blocked_by(real, _builtin()) is None:
+            return Mount(host_path=real, container_path=container, readonly=True, kind="file"), ""
+        return None, f"a single file may only come read-only from {temp}"
+    return None, f"{container} is not a mount of the NanoClaw contract"

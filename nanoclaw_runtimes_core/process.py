@@ -1,11 +1,18 @@
-"""The subprocess runner every runtime can use to drive its engine's command line.
+"""The process runner every runtime can use to drive its engine's command line.
 
-It streams stdout through a :class:`~nanoclaw_runtimes_core.protocol.MarkerDecoder`
-and hands each output block on at once, applies the contract's idle timeout
-(every block resets it), caps what it keeps, and on every way out — exit,
-timeout, Ctrl-C, exception — leaves no process of the run behind: the command
-runs in its own process group, which is stopped gracefully, then killed, then
-reaped.
+:func:`run_process` starts one command and, until it ends:
+
+- gives it a fixed, minimal environment (:data:`HOST_ENV` plus what the engine
+  names): nothing from a group's config reaches a host process;
+- writes the input to its stdin, passes its stdout on byte for byte, and parses
+  a copy for output blocks, which reach the sink as they arrive;
+- applies the contract's idle timeout (each output block restarts it; in
+  command mode any output does);
+- keeps bounded memory (10 MiB of stdout for the log, a stderr tail, blocks up
+  to a total cap);
+- runs it as the sandbox user, in its cgroups, killed if this process dies;
+- on every way out (exit, timeout, Ctrl-C, SIGTERM, exception) leaves nothing
+  behind: the sandbox is stopped, then its process group and cgroups killed.
 """
 
 from __future__ import annotations
@@ -20,105 +27,96 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from attrs import define
+from .limits import LimitPlan
+from .models import ContainerOutput, ExecutionResult, OutputSink, SandboxUser
+from .protocol import MarkerDecoder, OutputEvent, ProblemEvent
 
-from .models import ContainerOutput, ExecutionResult, OutputSink
-from .protocol import MarkerDecoder, OutputEvent, ProblemEvent, StatusEvent, TextEvent
-
-DEFAULT_CAP = 10 * 2**20
-STDERR_TAIL = 2000
+KEEP_STDOUT = 10 * 2**20
+"""How much of stdout and of stderr a run keeps for its log (NanoClaw's cap)."""
+KEEP_OUTPUTS = 10 * 2**20
+STDERR_TAIL = 4000
+HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+HOST_ENV: Mapping[str, str] = {"PATH": HOST_PATH, "LANG": "C.UTF-8"}
+"""The whole environment of an engine's host process, unless the engine adds named variables."""
 _LINUX = sys.platform.startswith("linux")
-_UNSET: object = object()
 
 
-@define(frozen=True, kw_only=True)
-class ProcessResult:
-    """What a command did. ``reported_status`` is the last exit status printed behind a
-    status marker (for engines such as vibe whose own exit status hides the script's)."""
-
-    exit_code: int | None
-    reported_status: int | None = None
-    outputs: tuple[ContainerOutput, ...] = ()
-    timed_out: bool = False
-    stdout_truncated: bool = False
-    stderr_truncated: bool = False
-    stderr_tail: str = ""
-    text: bytes = b""
-    duration_ms: int = 0
-    timeout_ms: int = 0
-
-    def to_result(self, *, exit_code: int | object | None = _UNSET, error: str | None = None):
-        """The :class:`ExecutionResult` of this process, optionally with another exit code."""
-        return ExecutionResult(
-            exit_code=self.exit_code if exit_code is _UNSET else exit_code,  # type: ignore[arg-type]
-            outputs=self.outputs,
-            timed_out=self.timed_out,
-            stdout_truncated=self.stdout_truncated,
-            stderr_truncated=self.stderr_truncated,
-            stderr_tail=self.stderr_tail,
-            duration_ms=self.duration_ms,
-            timeout_ms=self.timeout_ms,
-            error=error,
-        )
+def host_env(*names: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """:data:`HOST_ENV` plus the named variables of this process's environment (those the
+    engine tool itself needs, e.g. ``DOCKER_HOST``), plus ``extra``."""
+    env = dict(HOST_ENV)
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            env[name] = value
+    if extra:
+        env.update(extra)
+    return env
 
 
 class _Run:
     """The mutable state of one running command, shared with its reader threads."""
 
     def __init__(
-        self,
-        sink: OutputSink,
-        decoder: MarkerDecoder,
-        passthrough: bool,
-        stdout_cap: int,
-        stderr_cap: int,
-        raw_stdout: Callable[[bytes], None] | None,
+        self, sink: OutputSink, decoder: MarkerDecoder | None, redact: Callable[[str], str]
     ) -> None:
-        self.sink, self.decoder, self.passthrough = sink, decoder, passthrough
-        self.stdout_cap, self.stderr_cap, self.raw_stdout = stdout_cap, stderr_cap, raw_stdout
+        self.sink, self.decoder, self.redact = sink, decoder, redact
         self.last_activity = time.monotonic()
         self.outputs: list[ContainerOutput] = []
-        self.reported_status: int | None = None
-        self.text = bytearray()
-        self.stdout_seen = 0
+        self.outputs_size = 0
+        self.output_count = 0
+        self.session: str | None = None
+        self.problems: list[str] = []
+        self.stdout = bytearray()
         self.stdout_truncated = False
-        self.stderr_seen = 0
-        self.stderr_tail = b""
+        self.stderr = bytearray()
+        self.stderr_truncated = False
         self.lock = threading.Lock()
 
-    def on_stdout(self, chunk: bytes) -> None:
-        if self.raw_stdout is not None:
-            self.raw_stdout(chunk)
-        self.stdout_seen += len(chunk)
-        for event in self.decoder.feed(chunk) if chunk else self.decoder.close():
-            self._dispatch(event)
+    def touch(self) -> None:
+        with self.lock:
+            self.last_activity = time.monotonic()
 
-    def _dispatch(self, event: object) -> None:
-        if isinstance(event, OutputEvent):
-            with self.lock:
-                self.outputs.append(event.output)
-                self.last_activity = time.monotonic()
-            self.sink.on_output(event.output)
-        elif isinstance(event, TextEvent):
-            room = self.stdout_cap - len(self.text)
-            if len(event.data) > room:
+    def on_stdout(self, chunk: bytes) -> None:
+        if chunk:
+            self.sink.on_stdout(chunk)
+            room = KEEP_STDOUT - len(self.stdout)
+            if len(chunk) > room:
                 self.stdout_truncated = True
             if room > 0:
-                data = event.data[:room]
-                self.text += data
-                if self.passthrough:
-                    self.sink.on_stdout(data)
-        elif isinstance(event, StatusEvent):
-            self.reported_status = event.code
-        elif isinstance(event, ProblemEvent):
-            self.sink.on_problem(event.message)
+                self.stdout += chunk[:room]
+            if self.decoder is None:
+                self.touch()
+        if self.decoder is None:
+            return
+        for event in self.decoder.feed(chunk) if chunk else self.decoder.close():
+            if isinstance(event, OutputEvent):
+                self.touch()
+                out = event.output
+                self.output_count += 1
+                if out.new_session_id:
+                    self.session = out.new_session_id
+                size = len(out.result or "") + len(out.error or "")
+                if self.outputs_size + size <= KEEP_OUTPUTS:
+                    self.outputs.append(out)
+                    self.outputs_size += size
+                self.sink.on_output(out)
+            elif isinstance(event, ProblemEvent):
+                message = self.redact(event.message)
+                self.problems.append(message)
+                self.sink.on_problem(message)
 
     def on_stderr(self, chunk: bytes) -> None:
-        room = self.stderr_cap - self.stderr_seen
-        self.stderr_seen += len(chunk)
-        self.stderr_tail = (self.stderr_tail + chunk)[-STDERR_TAIL:]
+        if not chunk:
+            return
+        room = KEEP_STDOUT - len(self.stderr)
+        if len(chunk) > room:
+            self.stderr_truncated = True
         if room > 0:
-            self.sink.on_stderr(chunk[:room])
+            self.stderr += chunk[:room]
+        self.sink.on_stderr(chunk)
+        if self.decoder is None:
+            self.touch()
 
 
 def _pump(fd: int, handle: Callable[[bytes], None]) -> None:
@@ -129,16 +127,21 @@ def _pump(fd: int, handle: Callable[[bytes], None]) -> None:
     except OSError:
         pass
     finally:
-        handle(b"")
+        with contextlib.suppress(Exception):
+            handle(b"")
         os.close(fd)
 
 
-def _feed_stdin(proc: subprocess.Popen[bytes], data: bytes | None) -> None:
-    assert proc.stdin is not None
-    with contextlib.suppress(BrokenPipeError, OSError):
+def _feed(fd: int, data: bytes | None) -> None:
+    try:
         if data:
-            proc.stdin.write(data)
-        proc.stdin.close()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -146,79 +149,75 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-def _set_parent_death_signal() -> None:  # pragma: no cover - runs in the child
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def stop_process_group(
-    proc: subprocess.Popen[bytes], *, stop: Callable[[], None] | None, grace_s: float
-) -> None:
-    """Ask the command to stop (``stop()`` or SIGTERM), wait ``grace_s``, then SIGKILL its group."""
-    pgid = proc.pid
-    if proc.poll() is None:
-        if stop is not None:
-            stopper = threading.Thread(target=_quietly(stop), daemon=True)
-            stopper.start()
-        else:
-            _signal_group(pgid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=grace_s)
-    # Kill whatever is left in the group, including children that outlived the leader.
-    _signal_group(pgid, signal.SIGKILL)
-    proc.wait()
+def launch_prefix(
+    *, user: SandboxUser | None, limits: LimitPlan | None, die_with_parent: bool
+) -> list[str]:
+    """The argv prefix that joins the run's cgroups, sets its rlimit, drops to the sandbox user
+    and makes the kernel kill it if this process dies (each an ``exec``: fork-safe)."""
+    prefix: list[str] = list(limits.prefix) if limits is not None else []
+    if limits is not None and limits.nproc is not None:
+        prefix += ["prlimit", f"--nproc={limits.nproc}:{limits.nproc}", "--"]
+    setpriv: list[str] = []
+    if user is not None and os.geteuid() == 0 and user.uid != 0:
+        setpriv += [f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups"]
+    if die_with_parent and _LINUX:
+        setpriv += ["--pdeathsig=KILL"]
+    if setpriv:
+        prefix += ["setpriv", *setpriv, "--"]
+    return prefix
 
 
-def _quietly(fn: Callable[[], None]) -> Callable[[], None]:
-    def run() -> None:
-        with contextlib.suppress(Exception):
-            fn()
-
-    return run
-
-
-def run_streaming(
+def run_process(
     argv: Sequence[str],
     *,
     timeout_ms: int,
     sink: OutputSink,
+    agent_mode: bool,
     stdin: bytes | None = None,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
-    decoder: MarkerDecoder | None = None,
-    passthrough: bool = False,
+    pass_fds: Sequence[int] = (),
+    user: SandboxUser | None = None,
+    limits: LimitPlan | None = None,
+    die_with_parent: bool = True,
     stop: Callable[[], None] | None = None,
     grace_s: float = 15.0,
-    stdout_cap: int = DEFAULT_CAP,
-    stderr_cap: int = DEFAULT_CAP,
-    raw_stdout: Callable[[bytes], None] | None = None,
-    die_with_parent: bool = False,
+    interrupt_grace: Callable[[], float] | None = None,
+    decoder: MarkerDecoder | None = None,
+    redact: Callable[[str], str] = lambda text: text,
     on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
-) -> ProcessResult:
-    """Run ``argv`` to completion, streaming its output; see the module docstring.
+) -> ExecutionResult:
+    """Run ``argv`` to completion; see the module docstring.
 
-    ``timeout_ms`` is an idle timeout: it restarts with every output block.
-    ``passthrough`` sends stdout outside blocks to ``sink.on_stdout`` (command
-    mode). ``stop`` is called once on timeout or interruption to stop the
-    sandbox gracefully (e.g. ``docker stop``); SIGKILL of the whole process
-    group follows after ``grace_s``. ``die_with_parent`` makes the kernel kill
-    the command if this process dies (Linux only; elsewhere it does nothing).
-    Raises FileNotFoundError if the executable does not exist.
+    ``agent_mode``: stdout carries output blocks, which restart the idle timeout
+    ``timeout_ms``; otherwise (command mode) any output does. ``env`` is the whole
+    environment of the host process (default :data:`HOST_ENV`). ``user`` and
+    ``limits`` apply the sandbox user and cgroups (see :func:`launch_prefix`).
+    ``stop`` is called once on timeout or interruption to stop the sandbox
+    gracefully (e.g. ``docker stop``); SIGKILL of the process group follows after
+    ``grace_s`` (or ``interrupt_grace()`` when interrupted). Raises
+    FileNotFoundError when the executable does not exist.
     """
-    run = _Run(sink, decoder or MarkerDecoder(), passthrough, stdout_cap, stderr_cap, raw_stdout)
+    run = _Run(sink, (decoder or MarkerDecoder()) if agent_mode else None, redact)
     started = time.monotonic()
-    proc = subprocess.Popen(
-        list(argv),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=dict(env) if env is not None else None,
-        cwd=cwd,
-        start_new_session=True,
-        preexec_fn=_set_parent_death_signal if die_with_parent and _LINUX else None,
-    )
+    full = [*launch_prefix(user=user, limits=limits, die_with_parent=die_with_parent), *argv]
+    stdin_r, stdin_w = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            full,
+            stdin=stdin_r,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env if env is not None else HOST_ENV),
+            cwd=cwd,
+            pass_fds=tuple(pass_fds),
+            start_new_session=True,
+        )
+    except BaseException:
+        os.close(stdin_w)
+        raise
+    finally:
+        os.close(stdin_r)
     assert proc.stdout is not None and proc.stderr is not None
     threads = [
         threading.Thread(
@@ -227,47 +226,82 @@ def run_streaming(
         threading.Thread(
             target=_pump, args=(os.dup(proc.stderr.fileno()), run.on_stderr), daemon=True
         ),
-        threading.Thread(target=_feed_stdin, args=(proc, stdin), daemon=True),
+        threading.Thread(target=_feed, args=(stdin_w, stdin), daemon=True),
     ]
     proc.stdout.close()
     proc.stderr.close()
     for thread in threads:
         thread.start()
     timed_out = False
-    # A blocking wait in a thread wakes us the moment the process exits (no polling delay).
     exited = threading.Event()
     threading.Thread(target=lambda: (proc.wait(), exited.set()), daemon=True).start()
     try:
         if on_start is not None:
             on_start(proc)
         while not exited.is_set():
-            remaining = run.last_activity + timeout_ms / 1000 - time.monotonic()
+            with run.lock:
+                remaining = run.last_activity + timeout_ms / 1000 - time.monotonic()
             if remaining <= 0:
                 timed_out = True
-                stop_process_group(proc, stop=stop, grace_s=grace_s)
+                _stop(proc, stop, grace_s)
                 break
             # Bounded, so an interrupt raised without a real signal is still seen soon.
             exited.wait(min(remaining, 0.25))
     except BaseException:
-        stop_process_group(proc, stop=stop, grace_s=min(grace_s, 5.0))
+        _stop(proc, stop, interrupt_grace() if interrupt_grace else min(grace_s, 5.0))
         raise
     finally:
-        # Children that outlived the leader hold the pipes open: end them too.
+        # Children that outlived the leader hold the pipes open: end them, and the cgroups.
         _signal_group(proc.pid, signal.SIGKILL)
+        if limits is not None:
+            limits.kill_and_remove()
         for thread in threads:
             thread.join(timeout=5)
-    return ProcessResult(
-        exit_code=None if timed_out else proc.returncode,
-        reported_status=run.reported_status,
+    code = proc.returncode
+    return ExecutionResult(
+        exit_code=None if timed_out else (128 - code if code is not None and code < 0 else code),
         outputs=tuple(run.outputs),
+        output_count=run.output_count,
+        new_session_id=run.session,
         timed_out=timed_out,
+        stdout=bytes(run.stdout),
         stdout_truncated=run.stdout_truncated,
-        stderr_truncated=run.stderr_seen > stderr_cap,
-        stderr_tail=run.stderr_tail.decode("utf-8", errors="replace"),
-        text=bytes(run.text),
+        stderr=bytes(run.stderr),
+        stderr_truncated=run.stderr_truncated,
+        stderr_tail=redact(bytes(run.stderr[-STDERR_TAIL:]).decode("utf-8", errors="replace")),
+        block_problems=tuple(run.problems),
         duration_ms=int((time.monotonic() - started) * 1000),
         timeout_ms=timeout_ms,
     )
 
 
-__all__ = ["ProcessResult", "run_streaming", "stop_process_group"]
+def _stop(proc: subprocess.Popen[bytes], stop: Callable[[], None] | None, grace_s: float) -> None:
+    """Ask the command to stop (``stop()`` or SIGTERM to its group), wait ``grace_s``, then
+    SIGKILL its whole process group."""
+    if proc.poll() is None:
+        if stop is not None:
+            threading.Thread(target=_quietly(stop), daemon=True).start()
+        else:
+            _signal_group(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(grace_s, 0.0))
+    _signal_group(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _quietly(fn: Callable[[], None]) -> Callable[[], None]:
+    def call() -> None:
+        with contextlib.suppress(Exception):
+            fn()
+
+    return call
+
+
+def exit_status(code: int | None) -> int:
+    """A process's exit status as a shell reports it (a signal N is 128 + N)."""
+    if code is None:
+        return 1
+    return 128 - code if code < 0 else code
+
+
+__all__ = ["HOST_ENV", "exit_status", "host_env", "launch_prefix", "run_process"]

@@ -1,16 +1,15 @@
 """The NanoClaw stdin/stdout protocol: ContainerInput JSON in, marker blocks out.
 
-:class:`MarkerDecoder` turns a byte stream into events as it arrives. It is
-built for noisy sources such as a VM's serial console: markers split across
-reads, CRLF line ends, terminal control codes around or inside lines, bytes
-that are not UTF-8, and blocks whose JSON does not parse.
+Blocks are found the way NanoClaw's own host finds them: the first
+``---NANOCLAW_OUTPUT_START---``, then the first ``---NANOCLAW_OUTPUT_END---``
+after it, the text between trimmed and parsed as JSON; anything outside blocks
+is not a block. :class:`MarkerDecoder` does this incrementally over a byte
+stream, across reads of any size, with bounded memory.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Mapping
 from typing import Any
 
 from attrs import define
@@ -19,16 +18,13 @@ from .models import ContainerInput, ContainerOutput
 
 OUTPUT_START = "---NANOCLAW_OUTPUT_START---"
 OUTPUT_END = "---NANOCLAW_OUTPUT_END---"
+MAX_BLOCK = 64 * 2**20
+MAX_INPUT = 64 * 2**20
 
-# CSI and OSC sequences, other two-byte escapes, and C0 controls except tab.
-_CONTROL = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI, e.g. colours and cursor moves
-    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"  # OSC, e.g. window titles
-    r"|\x1b[@-Z\\-_]"  # other escapes
-    r"|[\x00-\x08\x0b-\x1f\x7f]"
-)
+_START = OUTPUT_START.encode()
+_END = OUTPUT_END.encode()
 
-_INPUT_KEYS = {
+_FIELDS = {
     "prompt": "prompt",
     "session_id": "sessionId",
     "group_folder": "groupFolder",
@@ -36,23 +32,22 @@ _INPUT_KEYS = {
     "is_main": "isMain",
     "is_scheduled_task": "isScheduledTask",
     "assistant_name": "assistantName",
-    "secrets": "secrets",
 }
 
 
-def strip_control(text: str) -> str:
-    """Remove terminal control sequences and control characters (tabs are kept)."""
-    return _CONTROL.sub("", text)
-
-
 def encode_input(inp: ContainerInput) -> bytes:
-    """The ContainerInput as the camelCase JSON a NanoClaw agent reads on stdin."""
+    """The ContainerInput as the compact camelCase JSON a NanoClaw agent reads on stdin, in
+    NanoClaw's field order, fields the core does not know included as they came."""
     data: dict[str, Any] = {}
-    for attr, key in _INPUT_KEYS.items():
+    for attr, key in _FIELDS.items():
         value = getattr(inp, attr)
         if value is not None:
-            data[key] = dict(value) if isinstance(value, Mapping) else value
-    return json.dumps(data, ensure_ascii=False).encode()
+            data[key] = value
+    for key, value in inp.extra.items():
+        data.setdefault(key, value)
+    if inp.secrets is not None:
+        data["secrets"] = dict(inp.secrets)
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 class InputError(ValueError):
@@ -60,30 +55,38 @@ class InputError(ValueError):
 
 
 def decode_input(data: bytes | str) -> ContainerInput:
-    """Parse and check a ContainerInput; raises :class:`InputError` saying which field is wrong."""
+    """Parse and check a ContainerInput; raises :class:`InputError` saying which field is wrong.
+
+    Only the fields the core uses are checked; any other field is kept and
+    passed on to the agent unchanged (NanoClaw adds fields over time).
+    """
+    if len(data) > MAX_INPUT:
+        raise InputError(f"stdin: the ContainerInput is {len(data)} bytes; at most {MAX_INPUT}")
     try:
         obj = json.loads(data)
     except json.JSONDecodeError as exc:
         raise InputError(
             f"stdin: line {exc.lineno}, column {exc.colno}: invalid JSON: {exc.msg}"
         ) from None
+    except (ValueError, RecursionError) as exc:
+        raise InputError(f"stdin: invalid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise InputError("stdin: expected a JSON object (ContainerInput)")
     problems: list[str] = []
-    reverse = {v: k for k, v in _INPUT_KEYS.items()}
-    unknown = sorted(set(obj) - set(reverse))
-    problems += [f"stdin: {key}: unknown ContainerInput field" for key in unknown]
     kwargs: dict[str, Any] = {}
     required = {"prompt": str, "groupFolder": str, "chatJid": str, "isMain": bool}
     optional = {"sessionId": str, "isScheduledTask": bool, "assistantName": str}
+    reverse = {v: k for k, v in _FIELDS.items()}
     for key, typ in {**required, **optional}.items():
-        if key not in obj or (obj[key] is None and key in optional):
+        value = obj.get(key)
+        if value is None:
             if key in required:
                 problems.append(f"stdin: {key}: required field missing")
             continue
-        if not isinstance(obj[key], typ):
-            problems.append(f"stdin: {key}: expected {typ.__name__}, got {obj[key]!r:.40}")
-        kwargs[reverse[key]] = obj[key]
+        if type(value) is not typ:
+            problems.append(f"stdin: {key}: expected {typ.__name__}, got {json.dumps(value)[:40]}")
+            continue
+        kwargs[reverse[key]] = value
     secrets = obj.get("secrets")
     if secrets is not None:
         if not isinstance(secrets, dict) or not all(
@@ -94,6 +97,8 @@ def decode_input(data: bytes | str) -> ContainerInput:
             kwargs["secrets"] = secrets
     if problems:
         raise InputError("\n".join(problems))
+    known = set(_FIELDS.values()) | {"secrets"}
+    kwargs["extra"] = {k: v for k, v in obj.items() if k not in known}
     return ContainerInput(**kwargs)
 
 
@@ -142,102 +147,73 @@ class OutputEvent:
 
 
 @define(frozen=True)
-class TextEvent:
-    """A line of stdout outside any block (with its line end)."""
-
-    data: bytes
-
-
-@define(frozen=True)
 class ProblemEvent:
-    """Something in the stream that could not be used, e.g. a block with bad JSON."""
+    """Something in the stream that could not be used: a block with bad JSON, a block larger
+    than the cap, a stream that ended inside a block."""
 
     message: str
 
 
-@define(frozen=True)
-class StatusEvent:
-    """An exit status reported inside the stream by engines that hide the real one."""
-
-    code: int
-
-
-Event = OutputEvent | TextEvent | ProblemEvent | StatusEvent
+Event = OutputEvent | ProblemEvent
 
 
 class MarkerDecoder:
     """Streaming decoder: ``feed(chunk)`` and ``close()`` return the events found so far.
 
-    Lines are matched after control codes and surrounding white space are
-    stripped, so ``\\x1b[0m---NANOCLAW_OUTPUT_START---\\r`` is a marker. A block
-    larger than ``max_block`` bytes is dropped with a ProblemEvent.
-    ``status_marker``: a line ``<status_marker><int>`` becomes a StatusEvent.
+    Outside a block only a few bytes are kept (a marker split across reads);
+    inside one, at most ``max_block`` bytes: a larger block is dropped and
+    reported.
     """
 
-    def __init__(self, *, status_marker: str | None = None, max_block: int = 10 * 2**20) -> None:
-        self._status_marker = status_marker
+    def __init__(self, *, max_block: int = MAX_BLOCK) -> None:
         self._max_block = max_block
-        self._pending = b""
-        self._block: list[str] | None = None
-        self._block_size = 0
-        self._block_overflow = False
+        self._buffer = bytearray()
+        self._inside = False
+        self._overflow = False
 
     def feed(self, chunk: bytes) -> list[Event]:
         events: list[Event] = []
-        data = self._pending + chunk
-        *lines, self._pending = data.split(b"\n")
-        for raw in lines:
-            self._line(raw + b"\n", events)
-        # A partial line may grow without bound on a console with no newlines.
-        if len(self._pending) > self._max_block:
-            self._line(self._pending, events)
-            self._pending = b""
-        return events
+        self._buffer += chunk
+        while True:
+            if not self._inside:
+                at = self._buffer.find(_START)
+                if at < 0:
+                    # Keep only what could be the beginning of a split marker.
+                    del self._buffer[: max(0, len(self._buffer) - len(_START) + 1)]
+                    return events
+                del self._buffer[: at + len(_START)]
+                self._inside, self._overflow = True, False
+            at = self._buffer.find(_END)
+            if at < 0:
+                if len(self._buffer) > self._max_block:
+                    # Too large to keep: drop what we have, remember to report the block.
+                    keep = len(_END) - 1
+                    del self._buffer[:-keep]
+                    self._overflow = True
+                return events
+            payload = bytes(self._buffer[:at])
+            del self._buffer[: at + len(_END)]
+            self._inside = False
+            events.append(self._block(payload))
 
     def close(self) -> list[Event]:
         events: list[Event] = []
-        if self._pending:
-            self._line(self._pending, events)
-            self._pending = b""
-        if self._block is not None:
-            events.append(ProblemEvent(f"output ended inside a block (no {OUTPUT_END})"))
-            self._block = None
+        if self._inside:
+            events.append(
+                ProblemEvent(f"output ended inside a block (no {OUTPUT_END}); block lost")
+            )
+        self._buffer.clear()
+        self._inside = False
         return events
 
-    def _line(self, raw: bytes, events: list[Event]) -> None:
-        text = strip_control(raw.decode("utf-8", errors="replace")).strip()
-        if self._block is None:
-            if text == OUTPUT_START:
-                self._block, self._block_size, self._block_overflow = [], 0, False
-            elif self._status_marker and text.startswith(self._status_marker):
-                code = text[len(self._status_marker) :].strip()
-                if code.lstrip("-").isdigit():
-                    events.append(StatusEvent(int(code)))
-                else:
-                    events.append(ProblemEvent(f"unreadable exit status {code!r}"))
-            else:
-                events.append(TextEvent(raw))
-            return
-        if text == OUTPUT_END:
-            events.append(self._finish_block())
-        elif text == OUTPUT_START:
-            events.append(ProblemEvent(f"{OUTPUT_START} inside a block; earlier block dropped"))
-            self._block, self._block_size, self._block_overflow = [], 0, False
-        else:
-            self._block_size += len(raw)
-            if self._block_size > self._max_block:
-                self._block_overflow = True
-            elif text:
-                self._block.append(text)
-
-    def _finish_block(self) -> Event:
-        lines, self._block = self._block or [], None
-        if self._block_overflow:
-            return ProblemEvent(f"output block larger than {self._max_block} bytes dropped")
-        payload = "\n".join(lines)
+    def _block(self, payload: bytes) -> Event:
+        if self._overflow:
+            return ProblemEvent(f"an output block larger than {self._max_block} bytes was dropped")
+        text = payload.decode("utf-8", errors="replace").strip()
         try:
-            return OutputEvent(output_from_obj(json.loads(payload)))
-        except json.JSONDecodeError as exc:
-            return ProblemEvent(f"output block is not valid JSON ({exc.msg}): {payload[:200]!r}")
+            return OutputEvent(output_from_obj(json.loads(text)))
+        except (json.JSONDecodeError, RecursionError) as exc:
+            detail = getattr(exc, "msg", str(exc))
+            return ProblemEvent(f"output block is not valid JSON ({detail}): {text[:200]!r}")
         except ValueError as exc:
-            return ProblemEvent(f"output block is not a ContainerOutput ({exc}): {payload[:200]!r}")
+            return ProblemEvent(f"output block is not a ContainerOutput ({exc}): {text[:200]!r}")

@@ -1,103 +1,153 @@
-"""Run logs: ``groups/{folder}/logs/container-<ISO time>.log``, as NanoClaw writes them.
+"""Run logs: ``groups/{folder}/logs/container-<time>.log`` in NanoClaw's own format.
 
-A header always (runtime, duration, exit code, truncation flags); the input,
-mounts and output only when the run failed or debug is on. Secret values are
-replaced by ``[REDACTED]`` everywhere before anything is written.
+A header always; the input (verbose) or its summary, the arguments, mounts,
+stderr and stdout when the run failed or the log level is debug, as NanoClaw
+writes them. Secret values are replaced by ``[REDACTED]`` before anything is
+written. The logs folder lies in the group's read-write workspace: it is opened
+without following links, a planted link or file is moved aside, and a log never
+overwrites an existing file.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from datetime import datetime, timezone
-from pathlib import Path
 
 from .models import ContainerInput, ExecutionResult, Group, Mount
-from .protocol import output_to_dict
+from .redact import REDACTED, Redactor
+from .safefs import Repair, SafeDir
 
-REDACTED = "[REDACTED]"
+
+def _stamp(when: datetime) -> str:
+    iso = when.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso.replace(":", "-").replace(".", "-")
 
 
-class Redactor:
-    """Replaces every known secret value in text."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        # Longest first, so a secret containing another is replaced whole.
-        self._values = sorted({s for s in secrets if s}, key=len, reverse=True)
-
-    @classmethod
-    def for_input(cls, inp: ContainerInput | None) -> Redactor:
-        return cls((inp.secrets or {}).values() if inp is not None else ())
-
-    def __call__(self, text: str) -> str:
-        for value in self._values:
-            text = text.replace(value, REDACTED)
-        return text
+def render(
+    *,
+    group: Group,
+    runtime: str,
+    run_name: str,
+    result: ExecutionResult,
+    inp: ContainerInput | None,
+    args: tuple[str, ...],
+    mounts: Iterable[Mount],
+    problems: Iterable[str],
+    verbose: bool,
+    now: datetime,
+) -> str:
+    """The log text (not yet redacted)."""
+    iso = now.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if result.timed_out:
+        lines = [
+            "=== Container Run Log (TIMEOUT) ===",
+            f"Timestamp: {iso}",
+            f"Group: {group.folder}",
+            f"Container: {run_name}",
+            f"Duration: {result.duration_ms}ms",
+            f"Exit Code: {result.exit_code}",
+            f"Had Streaming Output: {'true' if result.output_count else 'false'}",
+        ]
+    else:
+        lines = [
+            "=== Container Run Log ===",
+            f"Timestamp: {iso}",
+            f"Group: {group.folder}",
+            f"IsMain: {'true' if group.is_main else 'false'}",
+            f"Duration: {result.duration_ms}ms",
+            f"Exit Code: {result.exit_code}",
+            f"Stdout Truncated: {'true' if result.stdout_truncated else 'false'}",
+            f"Stderr Truncated: {'true' if result.stderr_truncated else 'false'}",
+            "",
+        ]
+        failed = result.status == "error"
+        mount_list = list(mounts)
+        if verbose and inp is not None:
+            shown = json.loads(_input_json(inp))
+            if "secrets" in shown:
+                shown["secrets"] = {k: REDACTED for k in shown["secrets"]}
+            lines += ["=== Input ===", json.dumps(shown, indent=2, ensure_ascii=False), ""]
+        elif inp is not None or not (verbose or failed):
+            prompt = inp.prompt if inp is not None else ""
+            session = (inp.session_id if inp is not None else None) or "new"
+            lines += [
+                "=== Input Summary ===",
+                f"Prompt length: {len(prompt)} chars",
+                f"Session ID: {session}",
+                "",
+            ]
+        if verbose or failed:
+            lines += ["=== Container Args ===", " ".join(args), ""]
+            lines += ["=== Mounts ==="]
+            lines += [
+                f"{m.host_path} -> {m.container_path}{' (ro)' if m.readonly else ''}"
+                for m in mount_list
+            ]
+            lines += [""]
+            stderr_title = (
+                "=== Stderr (TRUNCATED) ===" if result.stderr_truncated else "=== Stderr ==="
+            )
+            stdout_title = (
+                "=== Stdout (TRUNCATED) ===" if result.stdout_truncated else "=== Stdout ==="
+            )
+            lines += [stderr_title, result.stderr.decode("utf-8", errors="replace"), ""]
+            lines += [stdout_title, result.stdout.decode("utf-8", errors="replace")]
+        else:
+            lines += ["=== Mounts ==="]
+            lines += [f"{m.container_path}{' (ro)' if m.readonly else ''}" for m in mount_list]
+            lines += [""]
+    extra = [
+        f"Runtime: {runtime}",
+        f"Status: {result.status}",
+        f"Output Blocks: {result.output_count}",
+    ]
+    if result.error:
+        extra.append(f"Error: {result.error}")
+    extra += [f"Problem: {p}" for p in problems]
+    lines += ["", "=== nanoclaw-runtimes ===", *extra]
+    return "\n".join(lines)
 
 
 def write_run_log(
     *,
     group: Group,
     runtime: str,
+    run_name: str,
     result: ExecutionResult,
-    started: datetime,
     inp: ContainerInput | None,
-    command: tuple[str, ...] | None,
+    args: tuple[str, ...],
     mounts: Iterable[Mount],
     problems: Iterable[str],
-    stdout_text: str = "",
-    verbose: bool = False,
-) -> Path:
-    """Write one run's log and return its path."""
-    redact = Redactor.for_input(inp)
-    group.logs_dir.mkdir(parents=True, exist_ok=True)
-    stamp = started.astimezone(timezone.utc).strftime("%Y-%m-%dT%H-%M-%S-%f")[:-3] + "Z"
-    path = group.logs_dir / f"container-{stamp}.log"
-    lines = [
-        "=== Container Run Log ===",
-        f"Timestamp: {started.astimezone(timezone.utc).isoformat()}",
-        f"Group: {group.folder}",
-        f"IsMain: {group.is_main}",
-        f"Runtime: {runtime}",
-        f"Duration: {result.duration_ms}ms",
-        f"Exit Code: {result.exit_code}",
-        f"Status: {result.status}",
-        f"Timed Out: {result.timed_out}",
-        f"Stdout Truncated: {result.stdout_truncated}",
-        f"Stderr Truncated: {result.stderr_truncated}",
-        f"Output Blocks: {len(result.outputs)}",
-    ]
-    lines += [f"Problem: {p}" for p in problems]
-    if result.status == "error" or verbose:
-        if result.error_message():
-            lines += ["", "=== Error ===", result.error_message() or ""]
-        if inp is not None:
-            shown = {**json.loads(_input_json(inp))}
-            if "secrets" in shown:
-                shown["secrets"] = {k: REDACTED for k in shown["secrets"]}
-            lines += ["", "=== Input ===", json.dumps(shown, indent=2, ensure_ascii=False)]
-        if command is not None:
-            lines += ["", "=== Command ===", " ".join(command)]
-        lines += ["", "=== Mounts ==="]
-        lines += [
-            f"{m.host_path} -> {m.container_path}{' (ro)' if m.readonly else ''}" for m in mounts
-        ]
-        lines += ["", "=== Outputs ==="]
-        lines += [json.dumps(output_to_dict(o), ensure_ascii=False) for o in result.outputs]
-        lines += ["", "=== Stderr (tail) ===", result.stderr_tail]
-        lines += ["", "=== Stdout ===", stdout_text]
-    text = redact("\n".join(lines) + "\n")
-    for attempt in range(1000):
-        candidate = path if attempt == 0 else path.with_name(f"{path.stem}-{attempt}.log")
-        try:
-            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # two runs within one millisecond
-            continue
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        return candidate
-    raise FileExistsError(f"no free log file name beside {path}")
+    verbose: bool,
+    redact: Redactor,
+    repairs: list[Repair],
+) -> str:
+    """Write one run's log into the group's ``logs/`` and return its path as text."""
+    now = datetime.now(timezone.utc)
+    text = redact(
+        render(
+            group=group,
+            runtime=runtime,
+            run_name=run_name,
+            result=result,
+            inp=inp,
+            args=args,
+            mounts=mounts,
+            problems=problems,
+            verbose=verbose,
+            now=now,
+        )
+    )
+    with SafeDir.open(group.path) as folder, folder.child("logs", repairs=repairs) as logs:
+        base = f"container-{_stamp(now)}"
+        for attempt in range(1000):
+            name = f"{base}.log" if attempt == 0 else f"{base}-{attempt}.log"
+            try:
+                return str(logs.write_new(name, text.encode()))
+            except FileExistsError:
+                continue
+    raise FileExistsError(f"no free log file name in {group.logs_dir}")
 
 
 def _input_json(inp: ContainerInput) -> str:

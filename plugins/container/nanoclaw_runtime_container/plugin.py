@@ -3,142 +3,73 @@ Apple's ``container``. Nothing persists between runs except what the mounts hold
 
 from __future__ import annotations
 
-import shlex
-from typing import TYPE_CHECKING
+import nanoclaw_runtimes_core as nc
 
-from nanoclaw_runtimes_core import hookimpl
-from nanoclaw_runtimes_core.errors import EngineUnavailable
-from nanoclaw_runtimes_core.models import EngineStatus, StatsRow
-from nanoclaw_runtimes_core.process import run_streaming
-
-from . import naming, usage
 from .engines import combined_status, select_engine
 from .settings import ContainerSettings
 
-if TYPE_CHECKING:
-    from nanoclaw_runtimes_core.models import (
-        ExecuteRequest,
-        ExecutionResult,
-        GroupRequest,
-        PrepareRequest,
-        StatsRequest,
-    )
-
-#: Extra seconds the engine's own `stop -t GRACE` may take before its client is killed.
-STOP_MARGIN_S = 10
+RUNTIME = "container"
 
 
-@hookimpl
+@nc.hookimpl
 def runtime_settings() -> type:
-    """The settings class: engine, image, cpus, ram, timeout, network, env, agent command."""
+    """The settings class: engine, image, cpus, ram, pids, network, rootfs, stop grace."""
     return ContainerSettings
 
 
-@hookimpl
-def engine_status(settings: ContainerSettings) -> EngineStatus:
+@nc.hookimpl
+def engine_status(settings: ContainerSettings) -> nc.EngineStatus:
     """The configured engine's status, or the first usable one when ``engine`` is auto."""
-    try:
-        return combined_status(settings)
-    except Exception as exc:  # the hook must report, never raise
-        return EngineStatus(available=False, engine=settings.engine, detail=str(exc))
+    return combined_status(settings)
 
 
-@hookimpl
-def prepare(request: PrepareRequest) -> str | None:
-    """A group needs only its workspace; the base is the engine's image (built or pulled),
-    or for bubblewrap a trial sandbox proving it works."""
+@nc.hookimpl
+def prepare(request: nc.PrepareRequest[ContainerSettings]) -> str | None:
+    """A group needs only its mounts (made by the core); the base is the engine's image
+    (built or pulled), or for bubblewrap a trial sandbox proving it works."""
     if request.group is not None:
-        request.group.path.mkdir(parents=True, exist_ok=True)
         return None
-    engine = select_engine(request.settings, request.project)
-    return engine.prepare_base(request)
+    return select_engine(request.settings).prepare_base(request)
 
 
-@hookimpl
-def execute(request: ExecuteRequest) -> ExecutionResult:
-    """Run the agent (ContainerInput on stdin) or the command in a fresh, named container.
-
-    Output blocks stream to the sink as they arrive. On timeout the container is
-    stopped with a grace period, then killed; on Ctrl-C, SIGTERM (as an exception)
-    or any error it is killed before the exception goes on.
-    """
-    settings: ContainerSettings = request.settings
-    engine = select_engine(settings, request.project)
-    name = naming.container_name(request.group.folder, request.project.root, request.run_id)
-    argv = engine.argv(request, name)
-    if request.debug:
-        request.sink.on_stderr(f"+ {shlex.join(argv)}\n".encode())
-    stdin = request.input_json() if request.input is not None else b""
-    grace = settings.stop_grace + (0 if engine.name == "bubblewrap" else STOP_MARGIN_S)
-    try:
-        result = run_streaming(
-            argv,
-            timeout_ms=request.timeout_ms,
-            sink=request.sink,
-            stdin=stdin,
-            env=engine.env(request),
-            passthrough=request.command is not None,
-            stop=lambda: engine.stop(name),
-            grace_s=grace,
-            die_with_parent=engine.die_with_parent,
-            on_start=lambda proc: engine.started(name, proc),
-        )
-    except FileNotFoundError:
-        raise EngineUnavailable(
-            f"{argv[0]} is not installed (CONTAINER_ENGINE={settings.engine}); run "
-            "`nanoclaw-runtimes doctor` to see what this host offers."
-        ) from None
-    except BaseException:
-        engine.kill(name)
-        raise
-    if result.timed_out:
-        engine.kill(name)  # in case the graceful stop did not finish
-    return result.to_result(error=engine.explain_exit(result.exit_code, result.stderr_tail))
+@nc.hookimpl
+def execute(request: nc.ExecuteRequest[ContainerSettings]) -> nc.ExecutionResult:
+    """Run the agent (ContainerInput on stdin) or the command in a fresh, named sandbox."""
+    return select_engine(request.settings).execute(request)
 
 
-@hookimpl
-def reset(request: GroupRequest) -> list[str]:
-    """Remove the group's leftover containers (an engine-side sweep); the workspace stays."""
-    engine = select_engine(request.settings, request.project)
-    return engine.sweep(request.group.folder)
+@nc.hookimpl
+def reset(request: nc.GroupRequest[ContainerSettings]) -> list[str]:
+    """Remove the group's leftover containers; the workspace stays (it is the user's). Nothing
+    is kept warm, so scope ``warm`` has nothing to stop."""
+    if request.scope == "warm":
+        return []
+    return select_engine(request.settings).sweep(request.project, request.group.folder)
 
 
-@hookimpl
-def stats(request: StatsRequest) -> list[StatsRow]:
+@nc.hookimpl
+def stats(request: nc.StatsRequest[ContainerSettings]) -> list[nc.StatsRow]:
     """Each group's workspace and logs (all an ephemeral runtime keeps), and any leftover
     container of the project the engine still knows."""
-    rows: list[StatsRow] = []
+    rows: list[nc.StatsRow] = []
     for group in request.groups:
-        folder = group.path
-        work = usage.measure(folder, skip=frozenset({"logs"}))
-        logs = usage.measure(folder / "logs")
-        for kind, found, path in (("workspace", work, folder), ("logs", logs, folder / "logs")):
-            rows.append(
-                StatsRow(
-                    runtime=naming.RUNTIME_NAME,
-                    group=group.folder,
-                    kind=kind,
-                    path=str(path),
-                    apparent_mb=round(found.apparent / usage.MB, 3),
-                    allocated_mb=round(found.allocated / usage.MB, 3),
-                    modified=found.modified,
-                )
-            )
+        for kind, path in (("workspace", group.path), ("logs", group.path / "logs")):
+            row = nc.state_row(RUNTIME, group.folder, path, kind=kind)
+            if row is not None:
+                rows.append(row)
     try:
-        engine = select_engine(request.settings, request.project)
-        left = engine.leftovers(None)
-    except EngineUnavailable:
+        engine = select_engine(request.settings)
+        left = engine.leftovers(request.project)
+    except nc.EngineUnavailable:
         return rows
-    pattern = naming.name_pattern(request.project.root)
-    for name in left:
-        match = pattern.fullmatch(name)
+    for leftover in left:
         rows.append(
-            StatsRow(
-                runtime=naming.RUNTIME_NAME,
-                group=match.group("group") if match else None,
+            nc.StatsRow(
+                runtime=RUNTIME,
+                group=leftover.group,
                 kind="leftover",
-                note=f"{engine.name} container {name} "
-                "(remove it with `nanoclaw-runtimes reset GROUP`)",
+                note=f"{engine.name} container {leftover.name} "
+                "(removed by the next run, or `nanoclaw-runtimes reset GROUP`)",
             )
         )
     return rows

@@ -1,129 +1,122 @@
-"""The vibe runtime's settings: the seed's names and defaults, plus the engine choice.
+"""The vibe runtime's settings: the seed's names, NanoClaw's defaults, and the engine choice.
 
-Group ``containerConfig`` keys: ``vibeImage``, ``cpus``, ``ram``, ``timeout``,
-``engine``. Everything else comes from the environment or the project's ``.env``.
+Group ``containerConfig`` keys: ``vibeImage``, ``cpus``, ``ram``, ``engine``,
+``keepWarm``, ``network``. The core's keys (``timeout``, ``agentCommand``,
+``env``, ``additionalMounts``) apply as to every runtime; ``VIBE_TIMEOUT`` is read
+before ``CONTAINER_TIMEOUT`` for vibe groups.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import ClassVar, Literal
 
-import attrs
+import nanoclaw_runtimes_core as nc
 
-from nanoclaw_runtimes_core.settings import at_least, one_of, positive, setting
-
-DEFAULT_AGENT_COMMAND = "node /app/dist/index.js"
-
-
-def plain_image_name(_inst: Any, _attribute: attrs.Attribute, value: str) -> None:
-    """A base image is named by a plain file name inside the images folder."""
-    if (
-        not value
-        or "/" in value
-        or "\\" in value
-        or value in (".", "..")
-        or value.startswith(".")
-        or "\x00" in value
-    ):
-        raise ValueError(
-            f"must be a plain file name inside the images folder, such as base.raw or "
-            f"custom-dev.raw (no folders, no '..', not hidden), got {value!r}"
-        )
+MAX_CPUS = max(1, os.cpu_count() or 1)
+DEFAULT_KEEP_WARM_MS = 5 * 60 * 1000
 
 
-def _command(_inst: Any, _attribute: attrs.Attribute, value: str) -> None:
-    import shlex
+@nc.settings_class
+class PrepareOptions:
+    """``prepare --base vibe`` options."""
 
-    try:
-        words = shlex.split(value)
-    except ValueError as exc:
-        raise ValueError(f"is not a valid command line ({exc}): {value!r}") from None
-    if not words:
-        raise ValueError("must name the agent command run inside the guest")
+    minimal: bool = nc.setting(
+        False, help="A minimal busybox base that builds in seconds (no package manager)."
+    )
+    source: str = nc.setting(
+        "", help="A raw disk image to start the base from, instead of a fresh one."
+    )
+    provision_script: str = nc.setting(
+        "", help="A shell script run as root in the guest to provision the base."
+    )
 
 
-@attrs.define(frozen=True, kw_only=True)
+@nc.settings_class
 class VibeSettings:
     """Resolved settings of the vibe runtime for one group."""
 
-    images_dir: str = setting(
+    timeout_env: ClassVar[str] = "VIBE_TIMEOUT"
+    prepare_options: ClassVar[type] = PrepareOptions
+
+    images_dir: str = nc.setting(
         "./data/vibe-images",
         env="VIBE_IMAGES_DIR",
-        help="Folder of the base images and of every group's disk ({group}.raw), "
-        "relative to the project root.",
+        help="Folder of the base images and of every group's disk ({group}.raw), relative to the "
+        "project root.",
     )
-    base_image: str = setting(
+    base_image: str = nc.setting(
         "base.raw",
         env="VIBE_BASE_IMAGE",
         key="vibeImage",
-        validator=plain_image_name,
-        help="File name (inside the images folder) of the base a group's disk is cloned from.",
+        validator=nc.plain_file_name,
+        help="File name (inside the images folder) of the base a group's disk is cloned from; "
+        "never another group's disk.",
     )
-    cpus: int = setting(2, env="VIBE_CPUS", key="cpus", validator=positive, help="Virtual CPUs.")
-    ram: int = setting(
-        2048, env="VIBE_RAM", key="ram", validator=positive, help="Guest memory in megabytes."
+    cpus: int = nc.setting(
+        2,
+        env="VIBE_CPUS",
+        key="cpus",
+        validator=nc.between(1, MAX_CPUS),
+        help="Virtual CPUs of the group's VM (at most this host's CPU count).",
     )
-    timeout: int = setting(
-        300000,
-        env="VIBE_TIMEOUT",
-        key="timeout",
-        validator=positive,
-        help="Idle timeout of a run in milliseconds (each output block restarts it).",
+    ram: int = nc.setting(
+        2048,
+        env="VIBE_RAM",
+        key="ram",
+        validator=nc.between(128, 256 * 1024, "MB"),
+        help="Guest memory in megabytes.",
     )
-    debug: bool = setting(
-        False, env="VIBE_DEBUG", help="Copy the VM's raw console output to stderr."
+    keep_warm: int = nc.setting(
+        DEFAULT_KEEP_WARM_MS,
+        env="VIBE_KEEP_WARM",
+        key="keepWarm",
+        validator=nc.between(0, 24 * 3600 * 1000, "ms"),
+        help="How long (milliseconds) the group's VM stays booted after a run, so the next run "
+        "starts at once; 0 powers it off after every run.",
     )
-    executable: str = setting(
-        "vibe", env="VIBE_EXECUTABLE", help="The vibe executable: a name on PATH or a path."
-    )
-    engine: str = setting(
+    engine: Literal["auto", "vibe", "qemu"] = nc.setting(
         "auto",
         env="VIBE_ENGINE",
         key="engine",
-        validator=one_of("auto", "vibe", "qemu"),
-        help="What boots the disk: vibe (macOS), qemu (Linux), or auto "
-        "(vibe when installed, else qemu on Linux).",
+        help="What boots the disk: vibe (macOS), qemu (Linux), or auto (vibe when installed, "
+        "else qemu on Linux).",
     )
-    agent_command: str = setting(
-        DEFAULT_AGENT_COMMAND,
-        env="VIBE_AGENT_COMMAND",
-        validator=_command,
-        help="Command line run inside the guest (split into words, no shell syntax); its "
-        "stdin is the ContainerInput file.",
+    network: bool = nc.setting(
+        False,
+        env="VIBE_NETWORK",
+        key="network",
+        help="Give the guest a network (QEMU user-mode NAT; vibe always has one, and refuses "
+        "false only where it cannot be avoided). An agent calling an API needs it.",
     )
-    # ---- QEMU engine (Linux)
-    qemu_binary: str = setting(
-        "qemu-system-x86_64", env="VIBE_QEMU", help="QEMU system emulator used by the qemu engine."
+    debug: bool = nc.setting(False, env="VIBE_DEBUG", help="Copy the VM's console to stderr.")
+    executable: str = nc.setting(
+        "vibe", env="VIBE_EXECUTABLE", help="The vibe executable: a name on PATH or a path."
     )
-    qemu_accel: str = setting(
+    vibe_network: str = nc.setting(
+        "vznat",
+        env="VIBE_NETWORK_MODE",
+        validator=nc.non_empty,
+        help="vibe's --network (nat, vznat or a bridge interface); vznat works without "
+        "vmnet-helper on every macOS.",
+    )
+    qemu_binary: str = nc.setting(
+        "qemu-system-x86_64", env="VIBE_QEMU", help="QEMU system emulator of the qemu engine."
+    )
+    qemu_accel: Literal["auto", "kvm", "tcg"] = nc.setting(
         "auto",
         env="VIBE_QEMU_ACCEL",
-        validator=one_of("auto", "kvm", "tcg"),
         help="QEMU acceleration: kvm, tcg, or auto (kvm when a bounded probe boots, else tcg).",
     )
-    qemu_virtiofsd: str = setting(
+    qemu_virtiofsd: str = nc.setting(
         "",
         env="VIBE_QEMU_VIRTIOFSD",
-        help="virtiofsd that shares the workspace and mounts with the guest (empty: "
-        "/usr/libexec/virtiofsd, /usr/lib/qemu/virtiofsd or virtiofsd on PATH).",
+        help="virtiofsd that shares the mounts with the guest (empty: the one QEMU ships).",
     )
-    qemu_boot_timeout: int = setting(
+    qemu_boot_timeout: int = nc.setting(
         0,
         env="VIBE_QEMU_BOOT_TIMEOUT",
-        validator=at_least(0, "seconds"),
-        help="Seconds a guest may take to print its boot line before it is killed and "
-        "reported (0: 30 under TCG, 10 under KVM).",
-    )
-    qemu_network: str = setting(
-        "none",
-        env="VIBE_QEMU_NETWORK",
-        key="network",
-        validator=one_of("none", "user"),
-        help="Guest network: none, or user (QEMU user-mode NAT; an agent calling an API needs it).",
-    )
-    qemu_extra_args: str = setting(
-        "",
-        env="VIBE_QEMU_EXTRA_ARGS",
-        help="Extra QEMU arguments appended to its command line (split like a shell command "
-        "line, no shell).",
+        validator=nc.between(0, 3600, "seconds"),
+        help="Seconds a guest may take to boot before it is killed and reported (0: 30 under "
+        "TCG, 10 under KVM).",
     )

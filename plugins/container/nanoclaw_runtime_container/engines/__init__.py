@@ -2,84 +2,80 @@
 
 Auto-detection order (the first engine usable on this host wins):
 
-- macOS: ``container`` (Apple's, a light VM per container), ``docker``, ``podman``;
 - Linux and others: ``bubblewrap`` (no daemon, no image, starts in milliseconds),
-  ``podman`` (rootless, no daemon), ``docker``.
+  ``podman``, ``docker``;
+- macOS: ``container`` (Apple's, a light VM per container), ``docker``, ``podman``.
 
-Every engine turns one execution into one command line whose stdin, stdout and
-stderr are the sandbox's, and knows how to stop, kill and sweep what it started.
+An engine runs one execution end to end (its command line, through
+:func:`nanoclaw_runtimes_core.run_process`), and knows how to sweep what a
+killed run left behind and to build or check its base.
 """
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from typing import TYPE_CHECKING, Protocol
 
-from nanoclaw_runtimes_core.errors import EngineUnavailable
-from nanoclaw_runtimes_core.models import EngineStatus
+from attrs import frozen
+
+import nanoclaw_runtimes_core as nc
 
 if TYPE_CHECKING:
-    from nanoclaw_runtimes_core.models import ExecuteRequest, PrepareRequest, Project
-
     from ..settings import ContainerSettings
 
 MACOS_ORDER = ("container", "docker", "podman")
 LINUX_ORDER = ("bubblewrap", "podman", "docker")
 
 
+@frozen
+class Leftover:
+    """A container of this project that outlived its run."""
+
+    name: str
+    group: str | None
+
+
 class Engine(Protocol):
     """What the runtime needs from an engine. ``name`` is the value of the ``engine`` setting."""
 
     name: str
-    #: Whether the kernel should kill the engine's client when this process dies.
-    die_with_parent: bool
 
-    def status(self) -> EngineStatus:
-        """Whether the engine can run here; quick, starts nothing lasting."""
+    def status(self) -> nc.EngineStatus:
+        """Whether the engine can run here and what it isolates; quick, starts nothing lasting,
+        never raises (probes are cached per host)."""
+        ...
 
-    def argv(self, request: ExecuteRequest, name: str) -> list[str]:
-        """The command line of one execution in a container called ``name``."""
+    def execute(self, request: nc.ExecuteRequest[ContainerSettings]) -> nc.ExecutionResult:
+        """One execution, as the ``execute`` hook describes it."""
+        ...
 
-    def env(self, request: ExecuteRequest) -> dict[str, str]:
-        """The environment of that command line (values that must stay out of argv)."""
+    def sweep(self, project: nc.Project, group: str | None) -> list[str]:
+        """Remove leftovers of killed runs (of one group, or of every group); one line each."""
+        ...
 
-    def started(self, name: str, proc: subprocess.Popen[bytes]) -> None:
-        """Told the process of container ``name`` once it is started."""
+    def leftovers(self, project: nc.Project) -> list[Leftover]:
+        """Containers of the project that outlived their run."""
+        ...
 
-    def stop(self, name: str) -> None:
-        """Stop container ``name`` gracefully, then kill it if it is still there."""
-
-    def kill(self, name: str) -> None:
-        """Kill container ``name`` at once; quiet when it is already gone."""
-
-    def sweep(self, group: str) -> list[str]:
-        """Remove the group's leftover containers; one line per container removed."""
-
-    def leftovers(self, group: str | None) -> list[str]:
-        """Names of leftover containers of one group (or of every group) of the project."""
-
-    def prepare_base(self, request: PrepareRequest) -> str:
+    def prepare_base(self, request: nc.PrepareRequest[ContainerSettings]) -> str:
         """Build or pull the agent image, or check the engine works; a one-line summary."""
-
-    def explain_exit(self, exit_code: int | None, stderr_tail: str) -> str | None:
-        """An error message when the exit status is the engine's, not the agent's."""
+        ...
 
 
-def make_engine(settings: ContainerSettings, project: Project | None, name: str) -> Engine:
+def make_engine(name: str) -> Engine:
     """The engine called ``name`` (not ``auto``)."""
     if name == "bubblewrap":
         from .bubblewrap import BubblewrapEngine
 
-        return BubblewrapEngine(settings, project)
+        return BubblewrapEngine()
     if name in ("docker", "podman"):
         from .docker import DockerEngine
 
-        return DockerEngine(settings, project, tool=name)
+        return DockerEngine(tool=name)
     if name == "container":
         from .apple import AppleEngine
 
-        return AppleEngine(settings, project)
+        return AppleEngine()
     raise ValueError(f"unknown engine {name!r}")
 
 
@@ -88,28 +84,28 @@ def detection_order(platform: str | None = None) -> tuple[str, ...]:
     return MACOS_ORDER if (platform or sys.platform) == "darwin" else LINUX_ORDER
 
 
-def auto_statuses(settings: ContainerSettings) -> list[EngineStatus]:
+def auto_statuses() -> list[nc.EngineStatus]:
     """The status of every engine ``auto`` would try, in order, stopping at the first usable."""
-    statuses: list[EngineStatus] = []
+    statuses: list[nc.EngineStatus] = []
     for name in detection_order():
-        status = make_engine(settings, None, name).status()
+        status = make_engine(name).status()
         statuses.append(status)
         if status.available:
             break
     return statuses
 
 
-def select_engine(settings: ContainerSettings, project: Project | None) -> Engine:
+def select_engine(settings: ContainerSettings) -> Engine:
     """The engine the settings ask for, resolving ``auto``; raises EngineUnavailable."""
     if settings.engine != "auto":
-        return make_engine(settings, project, settings.engine)
-    statuses = auto_statuses(settings)
+        return make_engine(settings.engine)
+    statuses = auto_statuses()
     if statuses and statuses[-1].available:
-        return make_engine(settings, project, statuses[-1].engine)
-    raise EngineUnavailable(unavailable_message(statuses))
+        return make_engine(statuses[-1].engine)
+    raise nc.EngineUnavailable(unavailable_message(statuses))
 
 
-def unavailable_message(statuses: list[EngineStatus]) -> str:
+def unavailable_message(statuses: list[nc.EngineStatus]) -> str:
     """One paragraph saying why no engine can run, and how to fix each."""
     lines = [
         "No container engine is usable on this host (CONTAINER_ENGINE=auto tried "
@@ -120,34 +116,14 @@ def unavailable_message(statuses: list[EngineStatus]) -> str:
     return "\n".join(lines)
 
 
-def combined_status(settings: ContainerSettings) -> EngineStatus:
+def combined_status(settings: ContainerSettings) -> nc.EngineStatus:
     """The status reported for the runtime: the configured engine, or auto's choice."""
     if settings.engine != "auto":
-        return make_engine(settings, None, settings.engine).status()
-    statuses = auto_statuses(settings)
+        return make_engine(settings.engine).status()
+    statuses = auto_statuses()
     last = statuses[-1]
     if last.available:
-        return EngineStatus(
-            available=True,
-            engine=last.engine,
-            version=last.version,
-            detail=f"auto-detected; {last.detail}".rstrip("; "),
-        )
-    return EngineStatus(
-        available=False,
-        engine="auto",
-        detail=unavailable_message(statuses),
-        fix="; ".join(f"{s.engine}: {s.fix}" for s in statuses if s.fix),
+        return last
+    return nc.EngineStatus(
+        available=False, engine="auto", detail=unavailable_message(statuses), fix=last.fix
     )
-
-
-__all__ = [
-    "LINUX_ORDER",
-    "MACOS_ORDER",
-    "Engine",
-    "auto_statuses",
-    "combined_status",
-    "detection_order",
-    "make_engine",
-    "select_engine",
-]
