@@ -340,7 +340,7 @@ def cmd_warm(rt: Runtimes, args: argparse.Namespace) -> int:
     return ExitStatus.OK
 
 
-def cmd_ps(rt: Runtimes | None, args: argparse.Namespace) -> int:
+def cmd_ps(args: argparse.Namespace) -> int:
     from . import runs
 
     found = runs.live_runs()
@@ -359,7 +359,7 @@ def cmd_ps(rt: Runtimes | None, args: argparse.Namespace) -> int:
     return ExitStatus.OK
 
 
-def cmd_stop(rt: Runtimes | None, args: argparse.Namespace) -> int:
+def cmd_stop(args: argparse.Namespace) -> int:
     from . import runs
 
     record = runs.find(args.name)
@@ -481,13 +481,11 @@ COMMANDS = {
     "reset": cmd_reset,
     "stats": cmd_stats,
     "warm": cmd_warm,
-    "ps": cmd_ps,
-    "stop": cmd_stop,
     "plugins": cmd_plugins,
     "config": cmd_config,
     "doctor": cmd_doctor,
 }
-NO_PROJECT = ("ps", "stop")
+NO_PROJECT_COMMANDS = {"ps": cmd_ps, "stop": cmd_stop}
 
 
 def _terminate(signum: int, frame: Any) -> None:
@@ -511,8 +509,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        if args.command in NO_PROJECT:
-            return COMMANDS[args.command](None, args)  # type: ignore[operator]
+        if args.command in NO_PROJECT_COMMANDS:
+            return NO_PROJECT_COMMANDS[args.command](args)
         from .dispatch import Runtimes
 
         root = args.root or os.environ.get("NANOCLAW_ROOT") or "."

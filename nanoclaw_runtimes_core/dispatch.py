@@ -124,12 +124,12 @@ class Runtimes:
     def runtime_settings(self, runtime: str) -> Any:
         """A runtime's settings without a group (environment and ``.env``)."""
         from .settings.problems import raise_problems
-        from .settings.resolve import resolve
+        from .settings.resolve import Resolved, resolve
 
         cls = self.registry.get(runtime).settings_class
         if cls is None:
             return None
-        found = resolve(cls, self.planner.sources())
+        found: Resolved[Any] = resolve(cls, self.planner.sources())
         raise_problems(found.problems)
         return found.settings
 
@@ -138,7 +138,10 @@ class Runtimes:
         info = self.registry.get(runtime)
         if "engine_status" not in info.hooks:
             return None
-        return self.registry.call(runtime, "engine_status", settings=self.runtime_settings(runtime))
+        status: EngineStatus | None = self.registry.call(
+            runtime, "engine_status", settings=self.runtime_settings(runtime)
+        )
+        return status
 
     @contextlib.contextmanager
     def _exclusive(self, plan: GroupPlan[Any], on_wait: Callable[[str], None]) -> Iterator[None]:
@@ -247,7 +250,9 @@ class Runtimes:
                             state_dir=plan.state_dir,
                         ),
                     )
-                    result = self.registry.call(plan.runtime, "execute", request=request)
+                    result: ExecutionResult = self.registry.call(
+                        plan.runtime, "execute", request=request
+                    )
                 except BaseException as exc:
                     log_result = _interrupted(exc, plan.timeout_ms)
                     raise
@@ -343,12 +348,13 @@ class Runtimes:
                 force=force,
                 options=dict(options or {}),
             )
-            return self.registry.call(base_runtime, "prepare", request=request)
+            summary: str | None = self.registry.call(base_runtime, "prepare", request=request)
+            return summary
         plan = self.plan(folder)
         self._require(plan.runtime, "prepare")
         with self._exclusive(plan, on_wait=lambda m: report(m, None)):
             _materialise(plan, sandbox_user(plan.core.sandbox_user))
-            return self.registry.call(
+            done: str | None = self.registry.call(
                 plan.runtime,
                 "prepare",
                 request=PrepareRequest(
@@ -361,6 +367,7 @@ class Runtimes:
                     state_dir=plan.state_dir,
                 ),
             )
+        return done
 
     def reset(self, folder: str, *, runtime: str | None = None, scope: str = "all") -> list[str]:
         """Throw away what the group's runtime keeps for it (``scope="warm"``: only stop what it

@@ -10,7 +10,7 @@ from .limits import plan_limits
 from .models import Limits
 from .settings.core import CoreSettings
 from .settings.fields import fields_of
-from .settings.resolve import resolve
+from .settings.resolve import Resolved, resolve
 from .settings.values import converter
 
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 def _settings_json(cls: type, sources: Any) -> dict[str, Any]:
-    found = resolve(cls, sources)
+    found: Resolved[Any] = resolve(cls, sources)
     values = converter().unstructure(found.settings) if found.settings is not None else {}
     out = {}
     for f in fields_of(cls):
@@ -130,10 +130,10 @@ def report(rt: Runtimes) -> dict[str, Any]:
         bases = [r for r in rt.stats() if r.kind == "base"]
     except UserError:
         bases = []
-    for row in bases:
+    for base in bases:
         lines.append(
-            f"ok   {row.runtime} base {row.path}: {row.apparent_mb:,.0f} MB apparent, "
-            f"{row.allocated_mb:,.0f} MB allocated"
+            f"ok   {base.runtime} base {base.path}: {base.apparent_mb:,.0f} MB apparent, "
+            f"{base.allocated_mb:,.0f} MB allocated"
         )
     data["bases"] = [
         {"runtime": r.runtime, "path": r.path, "allocatedMB": r.allocated_mb} for r in bases

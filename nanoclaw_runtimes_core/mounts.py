@@ -231,7 +231,8 @@ def plan_mounts(
             entry, project=project, allowlist=allowlist, is_main=group.is_main, protected=protected
         )
         if mount is not None and mount.container_path in used:
-            mount, message = None, f"{mount.container_path} is already used by another mount"
+            message = f"{mount.container_path} is already used by another mount"
+            mount = None
         if mount is None:
             rejected.append(
                 RejectedMount(

@@ -33,7 +33,7 @@ from .safefs import UnsafeEntry
 from .settings.core import CoreSettings
 from .settings.fields import known_keys
 from .settings.problems import Problem, raise_problems, suggest
-from .settings.resolve import Origin, Sources, resolve
+from .settings.resolve import Origin, Resolved, Sources, resolve
 
 S = TypeVar("S")
 
@@ -206,7 +206,7 @@ class Planner:
         if alias:
             core_found = resolve(CoreSettings, sources, env_aliases={"timeout": alias})
             core = core_found.settings or core
-        runtime_found = resolve(cls, sources) if cls is not None else None
+        runtime_found: Resolved[Any] | None = resolve(cls, sources) if cls is not None else None
         if runtime_found is not None:
             problems += runtime_found.problems
         problems += self._unknown_keys(cfg, name, cls)

@@ -167,7 +167,7 @@ class Registry:
             name=name,
             distribution=distribution,
             version=version,
-            module=module or getattr(plugin, "__name__", type(plugin).__name__),
+            module=module or str(getattr(plugin, "__name__", type(plugin).__name__)),
             plugin=plugin,
             hooks=hooks,
         )
@@ -195,6 +195,11 @@ class Registry:
         cls = self.call(info.name, "runtime_settings")
         if cls is None:
             return None
+        if not isinstance(cls, type):
+            raise PluginError(
+                f"runtime {info.name!r} (from {info.distribution}): runtime_settings returned "
+                f"{cls!r}; return the settings class itself"
+            )
         try:
             fields_of(cls)
         except SettingsDeclarationError as exc:

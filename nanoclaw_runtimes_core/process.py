@@ -234,7 +234,12 @@ def run_process(
         thread.start()
     timed_out = False
     exited = threading.Event()
-    threading.Thread(target=lambda: (proc.wait(), exited.set()), daemon=True).start()
+
+    def wait_for_exit() -> None:
+        proc.wait()
+        exited.set()
+
+    threading.Thread(target=wait_for_exit, daemon=True).start()
     try:
         if on_start is not None:
             on_start(proc)

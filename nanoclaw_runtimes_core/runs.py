@@ -168,8 +168,11 @@ def sweep() -> list[str]:
             folder = Path(entry.path)
             if not entry.is_dir(follow_symlinks=False) or owner_alive(folder / OWNER):
                 continue
+            building = entry.name.startswith(".") and entry.name.endswith(".new")
+            if not building and not (folder / RECORD).exists():
+                continue  # not a run folder (another tool's, or a runtime's own)
             with contextlib.suppress(OSError):
-                if entry.name.startswith(".") and time.time() - entry.stat().st_mtime < 60:
+                if building and time.time() - entry.stat().st_mtime < 60:
                     continue  # being built right now
                 remove_tree(folder)
                 removed.append(

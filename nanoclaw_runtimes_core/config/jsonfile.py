@@ -11,7 +11,7 @@ MAX_BYTES = 1 << 20
 MAX_DEPTH = 32
 
 
-class _JsonObject(dict):  # type: ignore[type-arg]
+class _JsonObject(dict[str, Any]):
     """A parsed JSON object that remembers keys written more than once."""
 
     duplicates: tuple[str, ...] = ()

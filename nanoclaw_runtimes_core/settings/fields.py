@@ -131,8 +131,13 @@ class Field:
         return " / ".join(names) or self.name
 
 
-@functools.cache
 def fields_of(cls: type) -> tuple[Field, ...]:
+    """The declared settings of ``cls``, checked once (see :func:`_fields_of`)."""
+    return _fields_of(cls)
+
+
+@functools.cache
+def _fields_of(cls: type) -> tuple[Field, ...]:
     """The declared settings of ``cls``, checked once: annotations, types, unique names.
 
     Raises :class:`SettingsDeclarationError` naming the field and the fix.

@@ -113,7 +113,7 @@ def type_word(t: Any) -> str:
 # --------------------------------------------------------------------------- JSON values
 
 
-def json_key(a: attrs.Attribute) -> str:  # type: ignore[type-arg]
+def json_key(a: attrs.Attribute[Any]) -> str:
     """The JSON key of an attribute of a nested attrs class (camelCase of its name)."""
     given = a.metadata.get("json_key")
     if isinstance(given, str):
