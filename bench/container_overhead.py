@@ -1,112 +1,136 @@
 #!/usr/bin/env python3
 """What `nanoclaw-runtimes run GROUP -- CMD` on bubblewrap costs over the bare bwrap it runs.
 
-For N runs each, it times (from process start):
-- whole run of `true`: `nanoclaw-runtimes run --runtime container GROUP -- true`
-  versus the exact bwrap command line the runtime builds for it;
-- first output of `echo ready`: until the first stdout byte arrives.
+For N runs each, interleaved so that drift hits every case alike, it times (from
+process start):
 
-and prints median and p90 of each, and the framework's overhead (goal: at most 100 ms).
+- the whole CLI run of `true`: `nanoclaw-runtimes run --runtime container GROUP -- true`;
+- the bare bwrap the runtime starts for it: the same options, descriptors and user;
+- that bwrap without the hardening (no --disable-userns, --cap-drop ALL, --new-session,
+  --die-with-parent; as this user, not dropped to the sandbox user), to show what the
+  hardening costs;
+- the runtime's execute hook in this process (no interpreter start, no plugin loading);
 
-    python3 bench/container_overhead.py [--runs 30] [--root DIR]
+and prints median and p90 of each, and the CLI's overhead (goal: at most 100 ms).
+
+    python3 bench/container_overhead.py [--runs 20] [--root DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from nanoclaw_runtime_container.engines.bubblewrap import BubblewrapEngine
-from nanoclaw_runtime_container.settings import ContainerSettings
+from nanoclaw_runtime_container.engines import bubblewrap
 
-from nanoclaw_runtimes_core.groups import resolve_group
-from nanoclaw_runtimes_core.models import ExecuteRequest, Project
-from nanoclaw_runtimes_core.mounts import contract_mounts
+import nanoclaw_runtimes_core as nc
+from nanoclaw_runtimes_core.identity import sandbox_user
+from nanoclaw_runtimes_core.process import launch_prefix
 
 GROUP = "bench"
+ENV = {"CONTAINER_ENGINE": "bubblewrap", "NANOCLAW_RUNTIMES_LOAD": "container"}
+HARDENING = {"--disable-userns", "--new-session", "--die-with-parent"}
 
 
-def timed(argv: Sequence[str], env: dict[str, str] | None = None) -> tuple[float, float]:
-    """(seconds to the first stdout byte, seconds to exit) of one run of ``argv``."""
+def timed(
+    argv: Sequence[str], *, env: dict[str, str] | None = None, fds: Sequence[int] = ()
+) -> float:
+    """Seconds one run of ``argv`` takes; it must succeed."""
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        list(argv),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    assert proc.stdout is not None
-    first = proc.stdout.read(1)
-    first_at = time.perf_counter() - start
-    proc.stdout.read()
-    code = proc.wait()
-    total = time.perf_counter() - start
+    code = subprocess.run(
+        list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env, pass_fds=fds
+    ).returncode
+    took = time.perf_counter() - start
     if code != 0:
-        raise SystemExit(f"{shlex.join(argv)} exited with {code}")
-    return (first_at if first else total), total
+        raise SystemExit(f"{argv[0]} exited with {code}")
+    return took
 
 
 def summary(values: list[float]) -> tuple[float, float]:
     """(median, p90) in milliseconds."""
     ms = sorted(v * 1000 for v in values)
-    p90 = ms[min(len(ms) - 1, round(0.9 * (len(ms) - 1)))]
-    return statistics.median(ms), p90
+    return statistics.median(ms), ms[min(len(ms) - 1, round(0.9 * (len(ms) - 1)))]
 
 
-def bwrap_argv(root: Path, command: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
-    """The command line (and environment) the runtime runs for ``command`` in GROUP."""
-    project = Project(root=root)
-    group = resolve_group(project, GROUP)
-    settings = ContainerSettings(engine="bubblewrap")
-    request = ExecuteRequest(
-        project=project,
-        group=group,
-        settings=settings,
-        mounts=contract_mounts(project, group).mounts,
-        timeout_ms=60_000,
-        command=command,
+def bare_run(runtimes: nc.Runtimes, *, hardened: bool) -> Callable[[], float]:
+    """A function timing one bare bwrap of the group's sandbox running `true`."""
+    plan = runtimes.plan(GROUP)
+    user = sandbox_user(plan.core.sandbox_user)
+    bwrap = bubblewrap.bwrap_path()
+    probe = bubblewrap.ready_probe(bwrap, user)
+    sandbox = bubblewrap.Sandbox(
+        mounts=plan.mounts.mounts,
+        masks=plan.mounts.masks,
+        command=("true",),
+        env={"HOME": nc.SANDBOX_HOME, "PATH": nc.SANDBOX_PATH},
+        hostname="nanoclaw-bench",
+        network=False,
+        rootfs=None,
     )
-    engine = BubblewrapEngine(settings, project)
-    return engine.argv(request, "bench"), engine.env(request)
+
+    def once() -> float:
+        with bubblewrap.build_layout(sandbox, probe, user, []) as layout:
+            if not hardened:
+                words, layout.inner = layout.inner, []
+                skip = False
+                for word in words:
+                    if skip or word in HARDENING:
+                        skip = False
+                        continue
+                    if word == "--cap-drop":
+                        skip = True
+                        continue
+                    layout.inner.append(word)
+            argv = layout.argv(
+                bwrap, ["true"], drop_to=(user.uid, user.gid) if layout.staged else None
+            )
+            prefix = launch_prefix(user=user, limits=None, die_with_parent=True) if hardened else []
+            return timed([*prefix, *argv], env=dict(nc.HOST_ENV), fds=layout.fds)
+
+    return once
 
 
-def in_process(root: Path, runs: int) -> list[float]:
-    """Seconds per call of the runtime's execute hook for `-- true`, in this process."""
+def in_process(runtimes: nc.Runtimes) -> Callable[[], float]:
+    """A function timing one call of the runtime's execute hook for `-- true`."""
     from nanoclaw_runtime_container import plugin
 
-    project = Project(root=root)
-    group = resolve_group(project, GROUP)
-    request = ExecuteRequest(
-        project=project,
-        group=group,
-        settings=ContainerSettings(engine="bubblewrap"),
-        mounts=contract_mounts(project, group).mounts,
+    from nanoclaw_runtimes_core.plan import env_for_sandbox
+
+    plan = runtimes.plan(GROUP)
+    request = nc.ExecuteRequest(
+        project=runtimes.project,
+        group=plan.group,
+        settings=plan.settings,
+        mounts=plan.mounts.mounts,
+        masks=plan.mounts.masks,
         timeout_ms=60_000,
         command=("true",),
+        env=env_for_sandbox(plan.core, runtimes.environ),
+        run_name="nc-bench-in-process",
+        user=sandbox_user(plan.core.sandbox_user),
     )
-    plugin.execute(request=request)  # warm up
-    times = []
-    for _ in range(runs):
+
+    def once() -> float:
         start = time.perf_counter()
         result = plugin.execute(request=request)
-        times.append(time.perf_counter() - start)
+        took = time.perf_counter() - start
         assert result.exit_code == 0, result
-    return times
+        return took
+
+    return once
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--root", type=Path, help="project root (default: a temporary one)")
     args = parser.parse_args()
     # The console script beside this interpreter: a version manager's shim (pyenv) on PATH
@@ -117,54 +141,38 @@ def main() -> int:
         print("nanoclaw-runtimes is not installed (pip install -e . -e plugins/container)")
         return 1
     with tempfile.TemporaryDirectory(prefix="nanoclaw-bench-") as tmp:
+        if args.root is None:
+            os.chmod(tmp, 0o755)  # reachable by the sandbox user: no staging
         root = (args.root or Path(tmp)).resolve()
         (root / "groups" / GROUP).mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "CONTAINER_ENGINE": "bubblewrap"}
-        cases = {}
-        for label, command in (("true", ("true",)), ("echo", ("echo", "ready"))):
-            bare, bare_env = bwrap_argv(root, command)
-            framework = [
-                cli,
-                "--root",
-                str(root),
-                "run",
-                "--runtime",
-                "container",
-                GROUP,
-                "--",
-                *command,
-            ]
-            if label == "true":
-                print("bwrap command line the runtime runs (for `-- true`):")
-                print("  " + shlex.join(bare) + "\n")
-            timed(framework, env)  # warm caches once
-            timed(bare, bare_env)
-            results: dict[str, list[tuple[float, float]]] = {"framework": [], "bare": []}
-            for _ in range(args.runs):  # interleaved, so drift hits both alike
-                results["framework"].append(timed(framework, env))
-                results["bare"].append(timed(bare, bare_env))
-            cases[label] = results
-
-        print(f"{args.runs} runs each, milliseconds (median / p90), on {os.cpu_count()} CPUs\n")
-        print(f"{'measure':44} {'framework':>17} {'bare bwrap':>17} {'overhead':>10}")
-        rows = [
-            ("whole run, -- true", "true", 1),
-            ("start to first output, -- echo ready", "echo", 0),
-        ]
-        for title, label, index in rows:
-            fw = summary([r[index] for r in cases[label]["framework"]])
-            bare = summary([r[index] for r in cases[label]["bare"]])
-            print(
-                f"{title:44} {fw[0]:7.1f} / {fw[1]:7.1f} {bare[0]:7.1f} / {bare[1]:7.1f} "
-                f"{fw[0] - bare[0]:8.1f}"
-            )
-        hook = summary(in_process(root, args.runs))
-        print(
-            f"{'execute hook in process, -- true':44} {hook[0]:7.1f} / {hook[1]:7.1f}"
-            "   (the runtime's own share: no interpreter start, no plugin loading)"
-        )
-        python = summary([timed([sys.executable, "-c", "print(1)"])[1] for _ in range(10)])
-        print(f"\nfor reference, a bare `python3 -c 'print(1)'`: {python[0]:.1f} ms median")
+        env = {**os.environ, **ENV}
+        runtimes = nc.Runtimes(root, environ=env)
+        command = [cli, "--root", str(root), "run", "--runtime", "container", GROUP, "--", "true"]
+        cases: dict[str, Callable[[], float]] = {
+            "CLI run -- true": lambda: timed(command, env=env),
+            "bare bwrap the runtime starts": bare_run(runtimes, hardened=True),
+            "same bwrap without the hardening": bare_run(runtimes, hardened=False),
+            "execute hook in process": in_process(runtimes),
+        }
+        for once in cases.values():
+            once()  # warm caches (the probe, page cache)
+        times: dict[str, list[float]] = {name: [] for name in cases}
+        for _ in range(args.runs):
+            for name, once in cases.items():
+                times[name].append(once())
+    print(f"{args.runs} runs each, milliseconds (median / p90), on {os.cpu_count()} CPUs\n")
+    for name, values in times.items():
+        median, p90 = summary(values)
+        print(f"{name:36} {median:7.1f} / {p90:7.1f}")
+    cli_ms = summary(times["CLI run -- true"])[0]
+    bare_ms = summary(times["bare bwrap the runtime starts"])[0]
+    soft_ms = summary(times["same bwrap without the hardening"])[0]
+    print(
+        f"\nCLI overhead over the bare bwrap: {cli_ms - bare_ms:.1f} ms ({cli_ms / bare_ms:.1f}x)"
+    )
+    print(f"hardening: {bare_ms - soft_ms:+.1f} ms")
+    python = summary([timed([sys.executable, "-c", "pass"]) for _ in range(10)])
+    print(f"for reference, a bare `python3 -c pass`: {python[0]:.1f} ms median")
     return 0
 
 

@@ -171,8 +171,15 @@ class Planner:
         try:
             live = groupconfig.read_live(self.project.groups_dir / folder)
         except UnsafeEntry as exc:
-            trusted = trust.in_force(self.project.root, folder, None, file=file, run_active=False)
-            return None, trusted, groupconfig.unsafe_problem(exc, file)
+            # A link or FIFO in its place: never followed. After a run that planted it, the last
+            # trusted version goes on (the run works); for a group never run, it is an error.
+            fallback = trust.last_trusted(self.project.root, folder, file=file, why=str(exc))
+            if fallback is None:
+                return None, trust.TrustedConfig(data=None, live_digest="unsafe"), (
+                    groupconfig.unsafe_problem(exc, file)
+                )
+            marker = f"unsafe: {exc}".encode()
+            return marker, fallback, groupconfig.parse(fallback.data, file=file)
         active = is_held(group_lock_path(self.project, folder))
         trusted = trust.in_force(self.project.root, folder, live, file=file, run_active=active)
         return live, trusted, groupconfig.parse(trusted.data, file=file)

@@ -116,6 +116,19 @@ def in_force(
     return TrustedConfig(data=live, live_digest=live_digest)
 
 
+def last_trusted(root: Path, folder: str, *, file: str, why: str) -> TrustedConfig | None:
+    """The last trusted version, for a group whose live file cannot be read safely (a link, a
+    FIFO); None when the group has no trust record yet."""
+    record = _load(root, folder)
+    if record is None:
+        return None
+    notice = (
+        f"{file} cannot be used ({why}); its last trusted version stays in force. Replace it "
+        f"with a regular file, then run `nanoclaw-runtimes config trust {folder}`"
+    )
+    return TrustedConfig(data=_trusted_bytes(record), live_digest="unsafe", notice=notice)
+
+
 def _save(root: Path, folder: str, record: dict[str, Any]) -> None:
     with SafeDir.open(root) as top:
         d = top.walk(TRUST_DIR, mode=0o700)

@@ -3,6 +3,9 @@ Apple's ``container``. Nothing persists between runs except what the mounts hold
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+from pathlib import Path
+
 import nanoclaw_runtimes_core as nc
 
 from .engines import combined_status, select_engine
@@ -49,14 +52,14 @@ def reset(request: nc.GroupRequest[ContainerSettings]) -> list[str]:
 
 @nc.hookimpl
 def stats(request: nc.StatsRequest[ContainerSettings]) -> list[nc.StatsRow]:
-    """Each group's workspace and logs (all an ephemeral runtime keeps), and any leftover
-    container of the project the engine still knows."""
+    """Each group's workspace (without its logs) and its logs, all an ephemeral runtime keeps,
+    and any leftover container of the project the engine still knows."""
     rows: list[nc.StatsRow] = []
     for group in request.groups:
-        for kind, path in (("workspace", group.path), ("logs", group.path / "logs")):
-            row = nc.state_row(RUNTIME, group.folder, path, kind=kind)
-            if row is not None:
-                rows.append(row)
+        rows.append(_usage_row(group, group.path, "workspace", skip=frozenset({"logs"})))
+        logs = nc.state_row(RUNTIME, group.folder, group.logs_dir, kind="logs")
+        if logs is not None:
+            rows.append(logs)
     try:
         engine = select_engine(request.settings)
         left = engine.leftovers(request.project)
@@ -73,3 +76,19 @@ def stats(request: nc.StatsRequest[ContainerSettings]) -> list[nc.StatsRow]:
             )
         )
     return rows
+
+
+def _usage_row(group: nc.Group, path: Path, kind: str, *, skip: frozenset[str]) -> nc.StatsRow:
+    """A row for a folder's disk use, top-level names in ``skip`` left out."""
+    usage = nc.disk_usage(path, skip=skip)
+    return nc.StatsRow(
+        runtime=RUNTIME,
+        group=group.folder,
+        kind=kind,
+        path=str(path),
+        apparent_mb=usage.apparent / 2**20,
+        allocated_mb=usage.allocated / 2**20,
+        modified=datetime.fromtimestamp(usage.modified, tz=timezone.utc)
+        if usage.modified
+        else None,
+    )

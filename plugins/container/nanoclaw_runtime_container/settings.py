@@ -37,7 +37,11 @@ class ContainerSettings:
         "userland, or CONTAINER_ROOTFS).",
     )
     cpus: int = nc.setting(
-        2, env="CONTAINER_CPUS", key="cpus", validator=nc.between(1, 256), help="CPU limit (whole CPUs)."
+        2,
+        env="CONTAINER_CPUS",
+        key="cpus",
+        validator=nc.between(1, 256),
+        help="CPU limit (whole CPUs).",
     )
     ram: int = nc.setting(
         2048,

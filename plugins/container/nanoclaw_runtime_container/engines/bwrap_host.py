@@ -1,23 +1,23 @@
-"""What of the host a bubblewrap sandbox sees: the read-only userland, Python, a small /etc.
+"""What of the host a bubblewrap sandbox sees: the read-only userland, a small /etc, Python.
 
-Everything here is read-only inside the sandbox. Only the userland (``/usr`` and
-the ``/bin``, ``/lib*`` entries next to it), a short list of ``/etc`` files that
-programs need to run (dynamic loader cache, TLS certificates, DNS, time zone),
-and the interpreter running this process are shown; home folders, ``/var``,
-``/run``, ``/root``, ``/srv`` and the rest of ``/etc`` (``shadow``, ``sudoers``,
-ssh host keys) are not.
+Only the userland (``/usr`` and the ``/bin``, ``/lib*`` entries next to it), a
+short list of ``/etc`` files that programs need to run (dynamic loader cache,
+TLS certificates, DNS, time zone) and, when the host has no ``/usr/bin/python3``,
+the prefix of the interpreter running this process are shown, all read-only.
+Home folders, ``/var``, ``/run``, ``/root``, ``/srv`` and the rest of ``/etc``
+(``shadow``, ``sudoers``, ssh host keys) are not.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from pathlib import Path
 
-#: Top-level entries of the host shown read-only (symlinks are reproduced as symlinks).
 HOST_TOP = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
+"""Top-level entries of the host shown read-only (symlinks are reproduced as symlinks)."""
 
-#: /etc entries a program may need; missing ones are skipped.
 HOST_ETC = (
     "alternatives",
     "ca-certificates",
@@ -42,56 +42,54 @@ HOST_ETC = (
     "ssl",
     "timezone",
 )
+"""/etc entries a program may need; missing ones are skipped."""
 
-#: Top-level entries of a configured root file system that the sandbox provides itself.
 ROOTFS_SKIP = frozenset({"proc", "dev", "tmp", "sys", "run", "home", "workspace"})
+"""Top-level entries of a configured root file system that the sandbox provides itself."""
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+"""The interpreter the example agent runs with when the host has it (shown through /usr)."""
 
 
-def top_level_args(root: Path, names: tuple[str, ...] | None) -> list[str]:
-    """bwrap arguments showing ``root``'s top-level entries (``names``, or all) at ``/``."""
-    args: list[str] = []
+def top_level(root: Path, names: tuple[str, ...] | None) -> list[tuple[str, Path, str | None]]:
+    """``root``'s top-level entries (``names``, or all but :data:`ROOTFS_SKIP`) as
+    ``(name, path, link target or None)``; missing entries are left out."""
     if names is None:
-        entries = sorted(e.name for e in os.scandir(root) if e.name not in ROOTFS_SKIP)
+        try:
+            entries = sorted(e.name for e in os.scandir(root) if e.name not in ROOTFS_SKIP)
+        except OSError:
+            entries = []
     else:
         entries = list(names)
+    found: list[tuple[str, Path, str | None]] = []
     for name in entries:
         path = root / name
         if path.is_symlink():
-            args += ["--symlink", os.readlink(path), f"/{name}"]
+            found.append((name, path, os.readlink(path)))
         elif path.exists():
-            args += ["--ro-bind", str(path), f"/{name}"]
-    return args
+            found.append((name, path, None))
+    return found
 
 
-def etc_args(etc: Path = Path("/etc")) -> list[str]:
-    """bwrap arguments showing the needed /etc entries read-only."""
-    args: list[str] = []
-    for name in HOST_ETC:
-        path = etc / name
-        if path.exists():  # follows symlinks: a dangling resolv.conf link is skipped
-            args += ["--ro-bind", str(path), f"/etc/{name}"]
-    return args
+def etc_entries(etc: Path = Path("/etc")) -> list[Path]:
+    """The needed /etc entries that exist (a dangling link such as resolv.conf is skipped)."""
+    return [etc / name for name in HOST_ETC if (etc / name).exists()]
 
 
 def _under(path: Path, parent: Path) -> bool:
     return path == parent or parent in path.parents
 
 
-def python_paths(*, include_core: bool, hidden: tuple[Path, ...] = ()) -> list[Path]:
-    """Folders that make this host's Python (and the core package) run inside the sandbox.
+def python_paths(*, hidden: tuple[Path, ...] = ()) -> tuple[Path, list[Path]]:
+    """The real interpreter running this process and the folders it needs to run its standard
+    library, for a sandbox without ``/usr/bin/python3``.
 
-    Paths already shown through the userland (``/usr/...``) are left out, and so is
-    any folder that would contain one of ``hidden`` (e.g. the project root: binding
-    a venv's parent must not reveal every group's workspace).
+    A virtual environment is not needed (the example agent uses only the standard library)
+    and is left out; so are folders already shown through the userland and any folder that
+    would contain one of ``hidden`` (e.g. the project root, which would reveal every group).
     """
-    candidates = [sys.base_prefix, sys.prefix, sys.exec_prefix, sys.base_exec_prefix]
-    real_exe = Path(os.path.realpath(sys.executable))
-    candidates.append(str(real_exe.parent.parent))
-    if include_core:
-        import nanoclaw_runtimes_core
-
-        # Only the package folder: in an editable install its parent is a source checkout.
-        candidates.append(str(Path(nanoclaw_runtimes_core.__file__).resolve().parent))
+    exe = Path(os.path.realpath(sys.executable))
+    candidates = [sys.base_prefix, sys.base_exec_prefix, str(exe.parent.parent)]
     shown = [Path("/", name) for name in HOST_TOP]
     result: list[Path] = []
     for raw in candidates:
@@ -106,7 +104,7 @@ def python_paths(*, include_core: bool, hidden: tuple[Path, ...] = ()) -> list[P
     for path in result:
         if not any(_under(path, k) for k in kept):
             kept.append(path)
-    return kept
+    return exe, kept
 
 
 def passwd_lines(uid: int, gid: int) -> tuple[str, str]:
@@ -122,18 +120,26 @@ def passwd_lines(uid: int, gid: int) -> tuple[str, str]:
     return "\n".join(users) + "\n", "\n".join(groups) + "\n"
 
 
-def write_if_changed(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename, unless it is there."""
+def reachable(path: Path, uid: int, gid: int) -> bool:
+    """Whether a process of ``uid``/``gid`` (no supplementary groups) can look ``path`` up:
+    every folder above it (after resolving links) grants it search permission. ACLs and
+    security modules are not consulted."""
     try:
-        if path.read_text() == text:
-            return
+        real = Path(os.path.realpath(path))
+        os.lstat(real)
     except OSError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        return False
+    for folder in real.parents:
+        try:
+            st = os.stat(folder)
+        except OSError:
+            return False
+        if st.st_uid == uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid == gid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return False
+    return True

@@ -1,8 +1,8 @@
 """A small on-disk cache for host probes, so each `nanoclaw-runtimes run` need not repeat them.
 
-Probing bubblewrap (two trial sandboxes) or systemd scopes (a trial scope) costs
-tens of milliseconds, paid by every run since each run is a new process. The
-answer depends only on the host, so it is kept in
+Probing bubblewrap (a trial sandbox as the sandbox user) or an engine's daemon
+costs tens of milliseconds, paid by every run since each run is a new process.
+The answer depends only on the host, so it is kept in
 ``$XDG_CACHE_HOME/nanoclaw-runtimes/`` (default ``~/.cache/...``) under a key
 that changes when what it depends on changes: the boot, the user, the
 executable's identity and the kernel knobs for user namespaces.
@@ -52,8 +52,9 @@ def cached(name: str, key: dict[str, Any], compute: Callable[[], dict[str, Any]]
     path = cache_dir() / f"{name}.json"
     try:
         stored = json.loads(path.read_text())
-        if stored.get("key") == key:
-            return stored["value"]
+        if stored.get("key") == key and isinstance(stored.get("value"), dict):
+            found: dict[str, Any] = stored["value"]
+            return found
     except (OSError, ValueError, KeyError, AttributeError):
         pass
     value = compute()
