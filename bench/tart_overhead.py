@@ -1,23 +1,25 @@
-"""Overhead of the tart runtime per run, on top of the tart stand-in's own time.
+"""Overhead of the tart runtime per run, against the bare tart calls, on the tart stand-in.
 
-Compares, for the same agent and the same simulated boot delay:
+For the same agent and the same simulated boot (``TART_STANDIN_BOOT_S``):
 
-- baseline: the bare tart calls a run needs, made directly (clone, set, run in
-  the background, poll ``exec true`` until the agent answers, ``exec -i`` the
-  agent, stop, delete), with no runtime around them;
-- runtime: ``nanoclaw_runtime_tart.plugin.execute`` doing the same, plus its
-  sweep (``tart list``), slot, retries and cleanup.
+- baseline: the bare tart calls a run needs, made directly (clone, set, run in the
+  background, poll ``exec /bin/test`` until the guest answers, ``exec -i`` the agent,
+  stop, delete), with no runtime around them;
+- runtime: ``Runtimes.execute`` doing the same through the core (plan, locks, run
+  registry, run log) plus the runtime's sweep, records, slot and cleanup;
+- spare: ``Runtimes.execute`` with ``TART_SPARE=1``, where each run takes the VM booted
+  ahead after the previous run (the first run of the series boots as usual).
 
-The difference is the runtime's orchestration cost (wall clock, noisy on a
-loaded machine); the CPU time of the host process itself is printed too. Also prints the cost of one
-stand-in invocation (mostly Python start-up) to read the figures against, and
-how many tart invocations each variant made. Run: ``python bench/tart_overhead.py [RUNS]``.
+Variants are interleaved so load elsewhere hits them alike; the figures are medians.
+Also printed: one stand-in invocation (mostly Python start-up) and the tart calls per
+run. Run: ``python bench/tart_overhead.py [RUNS] [BOOT_S]``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -26,106 +28,133 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests" / "tart"))
-
-from nanoclaw_runtime_tart import plugin  # noqa: E402
-from tart_harness import AGENT, STANDIN, make_request, make_settings  # noqa: E402
-
-BASE = "ghcr.io/cirruslabs/macos-sequoia-base:latest"
-BOOT_S = "0.5"
+STANDIN = REPO / "tests" / "standins" / "tart"
+AGENT = REPO / "tests" / "tart" / "fake_agent.py"
+OCI = "ghcr.io/cirruslabs/macos-sequoia-base:latest"
+BASE = "benchbase"
+SHARE = "/Volumes/My Shared Files/group"
 
 
-def tart(*args: str, **kwargs) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([str(STANDIN), *args], capture_output=True, check=False, **kwargs)
+def tart(*args: str, **kwargs: object) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([str(STANDIN), *args], capture_output=True, check=False, **kwargs)  # type: ignore[call-overload, no-any-return]
 
 
-def calls(state: Path) -> int:
-    path = state / "calls.jsonl"
+def calls(home: Path) -> int:
+    path = home / "calls.jsonl"
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-def baseline_run(name: str, payload: bytes) -> float:
+def baseline_run(name: str, group: Path, payload: bytes) -> float:
     started = time.perf_counter()
     tart("clone", BASE, name)
     tart("set", name, "--cpu", "4", "--memory", "8192")
     run = subprocess.Popen(
-        [str(STANDIN), "run", name, "--no-graphics"],
+        [str(STANDIN), "run", name, "--no-graphics", "--dir", f"group:{group}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    while tart("exec", name, "true").returncode != 0:
-        time.sleep(0.2)
-    out = tart("exec", "-i", name, sys.executable, str(AGENT), input=payload)
+    delay = 0.1  # the same back-off as the runtime's, so only the orchestration differs
+    while tart("exec", name, "/bin/test", "-d", SHARE).returncode != 0:
+        time.sleep(delay)
+        delay = min(delay * 1.5, 1.0)
+    ready = time.perf_counter()
+    t_exec = time.perf_counter()
+    out = tart("exec", "-i", name, "/usr/bin/python3", "/Users/admin/agent.py", input=payload)
     assert b"NANOCLAW_OUTPUT_END" in out.stdout, out
+    t_stop = time.perf_counter()
     tart("stop", name)
     run.wait()
+    t_del = time.perf_counter()
     tart("delete", name)
+    if os.environ.get("BENCH_DEBUG"):
+        print(
+            f"  baseline: ready {ready - started:.2f} s, exec {t_stop - t_exec:.2f} s, "
+            f"stop {t_del - t_stop:.2f} s, total {time.perf_counter() - started:.2f} s"
+        )
     return time.perf_counter() - started
+
+
+def wait_spare(rt: object) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+        r.kind == "spare-vm" and r.details["ready"]
+        for r in rt.stats(["tart"])  # type: ignore[attr-defined]
+    ):
+        time.sleep(0.05)
 
 
 def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    boot_s = sys.argv[2] if len(sys.argv) > 2 else "2.0"
     work = Path(tempfile.mkdtemp(prefix="tart-bench-"))
-    state = work / "state"
-    os.environ.update(TART_STANDIN_STATE=str(state), TART_STANDIN_BOOT_S=BOOT_S)
-    root = work / "project"
-    root.mkdir()
-    settings = make_settings(work / "slots")
-    tart("clone", BASE, "warm-up")  # pulls the simulated OCI image once
-    tart("delete", "warm-up")
+    home, state, root = work / "tart-home", work / "tart-state", work / "project"
+    (root / "groups" / "global").mkdir(parents=True)
+    (root / "groups" / "fresh").mkdir()
+    (root / "groups" / "spare").mkdir()
+    (root / "groups" / "spare" / "config.json").write_text('{"containerConfig": {"spare": true}}')
+    os.environ.update(
+        TART_HOME=str(home),
+        TART_STATE_DIR=str(state),
+        TART_EXECUTABLE=str(STANDIN),
+        TART_BASE_IMAGE=BASE,
+        TART_STANDIN_BOOT_S=boot_s,
+        TART_STOP_TIMEOUT="5",
+        TART_SPARE_IDLE="600000",
+        CONTAINER_RUNTIME="tart",
+        NANOCLAW_RUNTIMES_LOAD="tart",
+        CONTAINER_AGENT_COMMAND="/usr/bin/python3 /Users/admin/agent.py",
+    )
+    import nanoclaw_runtimes_core as nc
 
-    one = [0.0] * 10
-    for i in range(len(one)):
+    tart("clone", OCI, BASE)
+    shutil.copy(AGENT, home / "vms" / BASE / "disk" / "Users" / "admin" / "agent.py")
+    one = []
+    for _ in range(10):
         t = time.perf_counter()
         tart("--version")
-        one[i] = time.perf_counter() - t
+        one.append(time.perf_counter() - t)
 
-    payload = make_request(root, settings, prompt="ok").input_json()
-    # Interleaved, so that load from elsewhere on the machine hits both variants alike.
-    base: list[float] = []
-    rt: list[float] = []
-    base_cpu: list[float] = []
-    rt_cpu: list[float] = []
-    base_calls = rt_calls = 0
+    rt = nc.Runtimes(root)
+
+    def inp(folder: str) -> nc.ContainerInput:
+        return nc.ContainerInput(prompt="ok", group_folder=folder, chat_jid="b@g.us", is_main=False)
+
+    payload = b'{"prompt": "ok", "groupFolder": "fresh"}'
+    rt.execute("spare", input=inp("spare"))  # boots the first spare
+    times: dict[str, list[float]] = {"baseline": [], "runtime": [], "spare": []}
+    counts: dict[str, int] = {"baseline": 0, "runtime": 0, "spare": 0}
     for i in range(runs):
-        before = calls(state)
-        cpu = time.process_time()
-        base.append(baseline_run(f"bench-{i}", payload))
-        base_cpu.append(time.process_time() - cpu)
-        base_calls += calls(state) - before
-        before = calls(state)
-        request = make_request(root, settings, prompt="ok")
-        t, cpu = time.perf_counter(), time.process_time()
-        result = plugin.execute(request=request)
-        rt.append(time.perf_counter() - t)
-        rt_cpu.append(time.process_time() - cpu)
-        rt_calls += calls(state) - before
-        assert result.exit_code == 0, result
-    base_calls /= runs
-    rt_calls /= runs
-    leftover = json.loads(tart("list", "--source", "local", "--format", "json").stdout)
-
-    med_base, med_rt = statistics.median(base), statistics.median(rt)
-    print(f"tart stand-in, {runs} runs each, simulated boot {BOOT_S} s, {os.cpu_count()} CPUs")
+        wait_spare(rt)  # booted first, so that no variant shares the CPUs with its boot
+        before = calls(home)
+        times["baseline"].append(baseline_run(f"bench-{i}", root / "groups" / "fresh", payload))
+        counts["baseline"] += calls(home) - before
+        for variant, folder in (("runtime", "fresh"), ("spare", "spare")):
+            before = calls(home)
+            t = time.perf_counter()
+            result = rt.execute(folder, input=inp(folder))
+            times[variant].append(time.perf_counter() - t)
+            counts[variant] += calls(home) - before
+            assert result.exit_code == 0, result
+    wait_spare(rt)  # the last run's reaper, so that nothing is left booting
+    rt.reset("spare", scope="warm")
+    left = json.loads(tart("list", "--source", "local", "--format", "json").stdout)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"tart stand-in, {runs} runs each, simulated boot {boot_s} s, {os.cpu_count()} CPUs")
     print(f"one stand-in invocation (tart --version): {statistics.median(one) * 1000:7.1f} ms")
-    print(
-        f"baseline (bare tart calls):  median {med_base * 1000:7.1f} ms   "
-        f"{base_calls:.1f} tart invocations/run"
-    )
-    print(
-        f"runtime (plugin.execute):     median {med_rt * 1000:7.1f} ms   "
-        f"{rt_calls:.1f} tart invocations/run"
-    )
-    print(
-        f"runtime overhead per run:            {(med_rt - med_base) * 1000:7.1f} ms "
-        f"({(med_rt / med_base - 1) * 100:+.0f}%)"
-    )
-    print(
-        f"host-process CPU per run: baseline {statistics.median(base_cpu) * 1000:.1f} ms, "
-        f"runtime {statistics.median(rt_cpu) * 1000:.1f} ms"
-    )
-    print(f"VMs left behind: {len(leftover)}")
+    for name, label in (
+        ("baseline", "baseline (bare tart calls)"),
+        ("runtime", "runtime (Runtimes.execute)"),
+        ("spare", "runtime with a spare VM"),
+    ):
+        print(
+            f"{label:30s} median {med[name] * 1000:7.1f} ms  "
+            f"ratio {med[name] / med['baseline']:.2f}"
+            f"  {counts[name] / runs:.1f} tart calls/run"
+        )
+    print(f"runtime overhead per run: {(med['runtime'] - med['baseline']) * 1000:.1f} ms")
+    print(f"VMs left behind (besides the base): {len(left) - 1}")
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

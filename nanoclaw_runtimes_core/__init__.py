@@ -81,6 +81,7 @@ if TYPE_CHECKING:
         sandbox_env,
         state_folder,
         state_row,
+        unshare_user_flags,
     )
     from .settings import (
         at_least,
@@ -156,6 +157,7 @@ _EXPORTS: dict[str, str] = {
             "sandbox_env",
             "state_folder",
             "state_row",
+            "unshare_user_flags",
         ),
         "sandbox",
     ),

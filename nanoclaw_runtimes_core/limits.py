@@ -77,12 +77,20 @@ def _write(path: Path, text: str) -> bool:
         return False
 
 
+SWEEP_AGE_S = 60.0
+"""A cgroup younger than this may belong to a run that has not joined it yet."""
+
+
 def _sweep(parent: Path) -> None:
-    """Remove empty cgroups of earlier runs (a cgroup with processes refuses rmdir)."""
+    """Remove empty cgroups of earlier runs (a cgroup with processes refuses rmdir); a fresh
+    one is left alone, as a concurrent run may be about to join it."""
+    now = time.time()
     with contextlib.suppress(OSError), os.scandir(parent) as entries:
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
                 with contextlib.suppress(OSError):
+                    if now - entry.stat(follow_symlinks=False).st_mtime < SWEEP_AGE_S:
+                        continue
                     os.rmdir(entry.path)
 
 

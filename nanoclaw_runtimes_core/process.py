@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 
 from .limits import LimitPlan
@@ -39,6 +41,9 @@ HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HOST_ENV: Mapping[str, str] = {"PATH": HOST_PATH, "LANG": "C.UTF-8"}
 """The whole environment of an engine's host process, unless the engine adds named variables."""
 _LINUX = sys.platform.startswith("linux")
+STOP_GRACE: ContextVar[Callable[[float], float] | None] = ContextVar("stop_grace", default=None)
+"""Set by the dispatcher for the run in progress: given the default grace, the grace another
+process asked for with ``stop -t N`` (:meth:`~nanoclaw_runtimes_core.runs.ActiveRun.stop_grace`)."""
 
 
 def host_env(*names: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -200,7 +205,14 @@ def run_process(
     """
     run = _Run(sink, (decoder or MarkerDecoder()) if agent_mode else None, redact)
     started = time.monotonic()
-    full = [*launch_prefix(user=user, limits=limits, die_with_parent=die_with_parent), *argv]
+    prefix = launch_prefix(user=user, limits=limits, die_with_parent=die_with_parent)
+    host = dict(env if env is not None else HOST_ENV)
+    program = argv[0] if argv else ""
+    checkable = program.startswith("/") or "/" not in program
+    if prefix and checkable and shutil.which(program, path=host.get("PATH", HOST_PATH)) is None:
+        # Behind the prefix a missing program would be the prefix's exit 127: say it here.
+        raise FileNotFoundError(2, "No such file or directory", argv[0])
+    full = [*prefix, *argv]
     stdin_r, stdin_w = os.pipe()
     try:
         proc = subprocess.Popen(
@@ -208,7 +220,7 @@ def run_process(
             stdin=stdin_r,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=dict(env if env is not None else HOST_ENV),
+            env=host,
             cwd=cwd,
             pass_fds=tuple(pass_fds),
             start_new_session=True,
@@ -253,7 +265,9 @@ def run_process(
             # Bounded, so an interrupt raised without a real signal is still seen soon.
             exited.wait(min(remaining, 0.25))
     except BaseException:
-        _stop(proc, stop, interrupt_grace() if interrupt_grace else min(grace_s, 5.0))
+        asked = STOP_GRACE.get()
+        grace = min(grace_s, 5.0) if asked is None else asked(min(grace_s, 5.0))
+        _stop(proc, stop, interrupt_grace() if interrupt_grace else grace)
         raise
     finally:
         # Children that outlived the leader hold the pipes open: end them, and the cgroups.

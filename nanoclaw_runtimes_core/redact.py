@@ -7,14 +7,20 @@ from collections.abc import Iterable
 REDACTED = "[REDACTED]"
 MIN_SECRET = 4
 """Shorter values are not secrets worth the false positives of replacing them."""
+MIN_SETTING = 8
+"""Configured environment values may be secrets (API keys) or plain words (``MODE=trusted``):
+only values this long are replaced, so ordinary words in messages survive."""
 
 
 class Redactor:
     """Replaces every known secret value in text (longest first, so a secret containing
-    another is replaced whole)."""
+    another is replaced whole). ``secrets`` are the ContainerInput's; ``settings`` the values
+    of the sandbox's configured environment."""
 
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._values = sorted({s for s in secrets if len(s) >= MIN_SECRET}, key=len, reverse=True)
+    def __init__(self, secrets: Iterable[str] = (), settings: Iterable[str] = ()) -> None:
+        values = {s for s in secrets if len(s) >= MIN_SECRET}
+        values |= {s for s in settings if len(s) >= MIN_SETTING}
+        self._values = sorted(values, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
         for value in self._values:

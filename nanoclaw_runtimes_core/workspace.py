@@ -84,6 +84,7 @@ def _write_masks(plan: GroupPlan[object]) -> None:
             mask.source is not None
             and mask.source.name == CONFIG_MASK_NAME
             and plan.config.data is not None
+            and mask.source.parent.is_dir()  # the run's own folder: none outside a run (prepare)
         ):
             with SafeDir.open(mask.source.parent) as folder:
                 folder.replace_file(mask.source.name, plan.config.data, mode=0o644)

@@ -169,7 +169,9 @@ def _fields_of(cls: type) -> tuple[Field, ...]:
                 f"`{a.name}: type = nanoclaw_runtimes_core.setting(default, help=...)`"
             )
         if a.name not in hints:
-            raise SettingsDeclarationError(f"{where} has no type annotation")
+            raise SettingsDeclarationError(
+                f"{where} has no type annotation; write `{a.name}: type = setting(...)`"
+            )
         t = hints[a.name]
         problem = check_supported(t, from_env=info.env is not None, words=info.words)
         if problem:

@@ -102,6 +102,8 @@ def config_schema(runtimes: Mapping[str, type | None]) -> dict[str, Any]:
 def _default_text(f: Field) -> str:
     if f.default is None or f.default == ():
         return "unset"
+    if f.default == "":
+        return "empty"
     if isinstance(f.default, tuple):
         return ", ".join(str(v) for v in f.default)
     if isinstance(f.default, bool):
@@ -126,9 +128,9 @@ def reference_markdown(runtimes: Mapping[str, type | None]) -> str:
             key = f"`{f.info.key}`" if f.info.key else "—"
             env = f"`{f.info.env}`" if f.info.env else "—"
             help_text = f.info.help.replace("|", "\\|")
-            rows.append(
-                f"| {key} | {env} | {type_word(f.type)} | `{_default_text(f)}` | {help_text} |"
-            )
+            default = _default_text(f)
+            shown = default if default in ("unset", "empty") else f"`{default}`"
+            rows.append(f"| {key} | {env} | {type_word(f.type)} | {shown} | {help_text} |")
         parts.append(f"### {title}\n\n" + "\n".join(rows))
     return "\n\n".join(parts)
 

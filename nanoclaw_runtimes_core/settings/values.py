@@ -217,7 +217,8 @@ def _object(value: Any, cls: type, path: str, issues: list[Issue]) -> Any:
         checked[key] = _json(value[key], hints[a.name], f"{path}.{key}", False, issues)
     if len(issues) != before:
         return None
-    return converter().structure(checked, cls)
+    # The values are already checked and built (nested objects included): construct directly.
+    return cls(**{(by_key[k].alias or by_key[k].name): v for k, v in checked.items()})
 
 
 @functools.cache

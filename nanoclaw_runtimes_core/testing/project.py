@@ -7,25 +7,27 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..groups import MAIN_FOLDER, check_folder_name, resolve_group
 from ..models import ContainerInput, ContainerOutput, ExecuteRequest, OutputSink, Project
 
 CONTAINER_CONFIG = "containerConfig"
+ALLOWLIST_ENV = "NANOCLAW_MOUNT_ALLOWLIST"
 
 
-def write_atomically(path: Path, text: str) -> Path:
+def write_atomically(path: Path, text: str | bytes) -> Path:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(text.encode() if isinstance(text, str) else text)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -36,20 +38,29 @@ def write_atomically(path: Path, text: str) -> Path:
 class NanoclawProject:
     """A project root laid out as NanoClaw expects: ``groups/``, ``groups/global``, ``data/``.
 
-    ``allowlist_path`` is where :meth:`write_allowlist` writes the mount
-    allowlist; the ``nanoclaw_project`` fixture points ``NANOCLAW_MOUNT_ALLOWLIST``
-    at it, so no test reads the real one under the home folder. Until it is
-    written the allowlist is missing, which (as in NanoClaw) blocks every
-    additional mount.
+    It lives in a fresh folder of its own that every user may traverse (a sandbox
+    acting as an unprivileged user must reach its mounts), beside a ``home/``
+    folder holding the mount allowlist path (``allowlist_path``), so no test
+    reads the real allowlist. Until :meth:`write_allowlist` is called the
+    allowlist is missing, which (as in NanoClaw) blocks every additional mount.
+    Call :meth:`remove` when done (the fixture does). ``root`` places the project
+    root there instead (its parent then holds ``home/``).
     """
 
-    def __init__(self, root: Path, *, allowlist_path: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None) -> None:
+        self._made_base = root is None
+        if root is None:
+            base = Path(tempfile.mkdtemp(prefix="nanoclaw-test-"))
+            os.chmod(base, 0o755)
+            root = base / "project"
         self.root = Path(root).resolve()
-        self.allowlist_path = (
-            allowlist_path or self.root.parent / "nanoclaw-home" / "allowlist.json"
-        )
-        for folder in (self.root / "groups" / "global", self.root / "data"):
+        self.base = self.root.parent
+        self.home = self.base / "home"
+        self.allowlist_path = self.home / "mount-allowlist.json"
+        for folder in (self.root / "groups" / "global", self.root / "data", self.home):
             folder.mkdir(parents=True, exist_ok=True)
+            os.chmod(folder, 0o755)
+        os.chmod(self.root / "groups", 0o755)
 
     @property
     def project(self) -> Project:
@@ -60,86 +71,34 @@ class NanoclawProject:
         """``groups/{folder}`` (not created)."""
         return self.root / "groups" / folder
 
-    def group(
-        self,
-        folder: str,
-        config: Mapping[str, Any] | str | None = None,
-        *,
-        is_main: bool | None = None,
-    ) -> Path:
-        """Create the group's folder (and its config when ``config`` is given); return its path.
+    def group(self, folder: str, config: Mapping[str, Any] | str | None = None) -> Path:
+        """Create ``groups/{folder}`` (and its ``config.json`` when ``config`` is given, as for
+        :meth:`write_config`); return its path."""
+        from ..groups import check_folder_name
 
-        ``config`` is as for :meth:`write_config`. ``is_main`` is a check only: in
-        NanoClaw the main group is the one whose folder is ``main``.
-        """
         check_folder_name(folder)
-        if is_main is not None and is_main != (folder == MAIN_FOLDER):
-            raise ValueError(
-                f"group {folder!r}: the main group is the folder {MAIN_FOLDER!r}; "
-                f"is_main={is_main} contradicts the folder name"
-            )
         path = self.group_path(folder)
         path.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, 0o755)
         if config is not None:
             self.write_config(folder, config)
         return path
 
-    def execute_request(
-        self,
-        folder: str,
-        settings: Any,
-        *,
-        command: tuple[str, ...] | None = None,
-        prompt: str = "hello",
-        secrets: Mapping[str, str] | None = None,
-        timeout_ms: int = 60_000,
-        sink: OutputSink | None = None,
-        run_id: str = "",
-    ) -> ExecuteRequest:
-        """An :class:`ExecuteRequest` for calling a runtime's ``execute`` hook directly: the
-        group created, its contract mounts built as the dispatcher builds them, and the
-        ContainerInput (agent mode, ``prompt``) unless ``command`` is given."""
-        from ..mounts import contract_mounts
-
-        self.group(folder)
-        group = resolve_group(self.project, folder)
-        mounts = contract_mounts(self.project, group, (), self.allowlist_path).mounts
-        inp = None
-        if command is None:
-            inp = ContainerInput(
-                prompt=prompt,
-                group_folder=folder,
-                chat_jid="chat@g.us",
-                is_main=group.is_main,
-                secrets=secrets,
-            )
-        return ExecuteRequest(
-            project=self.project,
-            group=group,
-            settings=settings,
-            mounts=mounts,
-            timeout_ms=timeout_ms,
-            input=inp,
-            command=command,
-            sink=sink if sink is not None else RecordingSink(),
-            run_id=run_id,
-        )
-
-    def write_config(self, folder: str, config: Mapping[str, Any] | str) -> Path:
+    def write_config(self, folder: str, config: Mapping[str, Any] | str | bytes) -> Path:
         """Write ``groups/{folder}/config.json`` and return its path.
 
-        ``config`` is the ``containerConfig`` object (``{"runtime": "local"}``),
-        or a whole document when it has a top-level ``containerConfig`` key, or
-        a string written as it is (to test invalid JSON).
+        ``config`` is the ``containerConfig`` object (``{"runtime": "local"}``), or a whole
+        document when it has a top-level ``containerConfig`` key, or text written as it is
+        (to test invalid files).
         """
-        if isinstance(config, str):
-            text = config
+        if isinstance(config, (str, bytes)):
+            text: str | bytes = config
         else:
             document = dict(config) if CONTAINER_CONFIG in config else {CONTAINER_CONFIG: config}
             text = json.dumps(document, indent=2) + "\n"
         return write_atomically(self.group_path(folder) / "config.json", text)
 
-    def write_env(self, text: str) -> Path:
+    def write_env(self, text: str | bytes) -> Path:
         """Write the project's ``.env`` (python-dotenv syntax) and return its path."""
         return write_atomically(self.root / ".env", text)
 
@@ -151,6 +110,61 @@ class NanoclawProject:
     def run_logs(self, folder: str) -> list[Path]:
         """The group's run logs (``groups/{folder}/logs/container-*.log``), oldest first."""
         return sorted((self.group_path(folder) / "logs").glob("container-*.log"))
+
+    def execute_request(
+        self,
+        folder: str,
+        settings: Any,
+        *,
+        command: tuple[str, ...] | None = None,
+        prompt: str = "hello",
+        secrets: Mapping[str, str] | None = None,
+        timeout_ms: int = 60_000,
+        sink: OutputSink | None = None,
+        run_name: str = "nc-direct-test",
+        is_main: bool = False,
+    ) -> ExecuteRequest[Any]:
+        """An :class:`ExecuteRequest` for calling a runtime's ``execute`` hook directly (unit
+        tests of a runtime): the group and its contract folders created, the mounts laid out
+        as the dispatcher lays them out, the ContainerInput (agent mode, ``prompt``) unless
+        ``command`` is given. Prefer the dispatcher (``nanoclaw_runtimes``) where you can."""
+        from ..groups import resolve_group
+        from ..identity import sandbox_user
+        from ..mounts import plan_mounts
+
+        self.group(folder)
+        group = resolve_group(self.project, folder, is_main=is_main)
+        plan = plan_mounts(self.project, group, (), self.allowlist_path)
+        for mount in plan.mounts:
+            if not mount.is_file:
+                mount.host_path.mkdir(parents=True, exist_ok=True)
+        inp = None
+        if command is None:
+            inp = ContainerInput(
+                prompt=prompt,
+                group_folder=folder,
+                chat_jid="chat@g.us",
+                is_main=is_main,
+                secrets=secrets,
+            )
+        return ExecuteRequest(
+            project=self.project,
+            group=group,
+            settings=settings,
+            mounts=plan.mounts,
+            masks=plan.masks,
+            timeout_ms=timeout_ms,
+            input=inp,
+            command=command,
+            sink=sink if sink is not None else RecordingSink(),
+            run_name=run_name,
+            user=sandbox_user(""),
+        )
+
+    def remove(self) -> None:
+        """Remove the project and its ``home/`` (whoever owns what the sandboxes left)."""
+        for path in [self.base] if self._made_base else [self.root, self.home]:
+            shutil.rmtree(path, ignore_errors=True)
 
     def __repr__(self) -> str:
         return f"NanoclawProject({str(self.root)!r})"

@@ -1,117 +1,147 @@
-"""A runtime that runs the agent or command as a plain local subprocess, for dispatcher tests."""
+"""In-process runtimes for the core's tests: nothing here depends on an installed runtime."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
-import attrs
 import pytest
 
-from nanoclaw_runtimes_core import hookimpl
-from nanoclaw_runtimes_core.api import Runtimes
-from nanoclaw_runtimes_core.models import EngineStatus, StatsRow
+import nanoclaw_runtimes_core as nc
 from nanoclaw_runtimes_core.plugins import Registry
-from nanoclaw_runtimes_core.process import run_streaming
-from nanoclaw_runtimes_core.settings import setting
+from nanoclaw_runtimes_core.testing import NanoclawProject, RecordingSink
 
-AGENT = (sys.executable, "-m", "nanoclaw_runtimes_core.example_agent")
-
-
-@attrs.define(frozen=True, kw_only=True)
-class SubprocessSettings:
-    timeout: int = setting(60_000, env="SUBPROC_TIMEOUT", key="timeout", help="idle timeout, ms")
-    flavour: str = setting("plain", env="SUBPROC_FLAVOUR", key="flavour", help="a runtime key")
+AGENT = (sys.executable, str(nc.example_agent_file()))
 
 
-class SubprocessRuntime:
-    """Runs in the group's workspace on the host: no isolation, test use only."""
+@nc.settings_class
+class SubprocSettings:
+    """A runtime's settings, to test how they are resolved."""
+
+    flavour: str = nc.setting("plain", env="SUBPROC_FLAVOUR", key="flavour", help="A test key.")
+    level: int = nc.setting(
+        1, env="SUBPROC_LEVEL", key="level", validator=nc.between(1, 9), help="A test number."
+    )
+
+
+class SubprocRuntime:
+    """Runs the agent or the command as a host process in the group's folder (no isolation)."""
 
     def __init__(self, available: bool = True) -> None:
         self.available = available
         self.calls: list[str] = []
+        self.requests: list[Any] = []
 
-    @hookimpl
+    @nc.hookimpl
     def runtime_settings(self) -> type:
-        return SubprocessSettings
+        return SubprocSettings
 
-    @hookimpl
-    def engine_status(self, settings: SubprocessSettings) -> EngineStatus:
-        return EngineStatus(
+    @nc.hookimpl
+    def engine_status(self, settings: SubprocSettings) -> nc.EngineStatus:
+        return nc.EngineStatus(
             available=self.available,
             engine="subprocess",
-            detail="" if self.available else "switched off",
+            detail="ready" if self.available else "switched off",
             fix="switch it on",
         )
 
-    @hookimpl
-    def prepare(self, request):  # type: ignore[no-untyped-def]
+    @nc.hookimpl
+    def prepare(self, request: nc.PrepareRequest[SubprocSettings]) -> str | None:
         self.calls.append("prepare")
         return "ready"
 
-    @hookimpl
-    def execute(self, request):  # type: ignore[no-untyped-def]
+    @nc.hookimpl
+    def execute(self, request: nc.ExecuteRequest[SubprocSettings]) -> nc.ExecutionResult:
         self.calls.append("execute")
-        workspace = next(
-            m.host_path for m in request.mounts if m.container_path == "/workspace/group"
-        )
-        argv = request.command or AGENT
-        stdin = request.input_json() if request.input is not None else None
-        return run_streaming(
+        self.requests.append(request)
+        argv = list(request.command or request.agent_command or AGENT)
+        return nc.run_process(
             argv,
             timeout_ms=request.timeout_ms,
             sink=request.sink,
-            stdin=stdin,
-            cwd=workspace,
-            passthrough=request.command is not None,
-            grace_s=1,
-        ).to_result()
+            agent_mode=request.input is not None,
+            stdin=request.input_json() if request.input is not None else None,
+            env=nc.sandbox_env(request, home=str(request.group.path)),
+            cwd=request.group.path,
+            user=request.user,
+            grace_s=1.0,
+        )
 
-    @hookimpl
-    def reset(self, request):  # type: ignore[no-untyped-def]
-        self.calls.append("reset")
-        marker = request.group.path / "state"
-        if marker.exists():
-            marker.unlink()
-            return ["state"]
-        return []
+    @nc.hookimpl
+    def reset(self, request: nc.GroupRequest[SubprocSettings]) -> list[str]:
+        self.calls.append(f"reset:{request.scope}")
+        return nc.reset_state(request)
 
-    @hookimpl
-    def stats(self, request):  # type: ignore[no-untyped-def]
-        self.stats_groups = [g.folder for g in request.groups]
-        return [StatsRow(group="g", kind="disk", apparent_mb=1.0, allocated_mb=0.5)]
+    @nc.hookimpl
+    def stats(self, request: nc.StatsRequest[SubprocSettings]) -> list[nc.StatsRow]:
+        self.calls.append("stats:" + ",".join(g.folder for g in request.groups))
+        return [nc.StatsRow(group="g", kind="disk", apparent_mb=1.0, allocated_mb=0.5)]
 
 
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
-    project = tmp_path / "project"
-    (project / "groups" / "global").mkdir(parents=True)
-    return project
+def project(nanoclaw_project: NanoclawProject) -> NanoclawProject:
+    return nanoclaw_project
 
 
 @pytest.fixture
-def environ(tmp_path: Path) -> dict[str, str]:
-    return {
-        "NANOCLAW_MOUNT_ALLOWLIST": str(tmp_path / "no-allowlist.json"),
-        "PATH": "/usr/bin:/bin",
-    }
+def runtime() -> SubprocRuntime:
+    return SubprocRuntime()
 
 
 @pytest.fixture
-def runtime() -> SubprocessRuntime:
-    return SubprocessRuntime()
-
-
-@pytest.fixture
-def runtimes(root: Path, environ: dict[str, str], runtime: SubprocessRuntime) -> Runtimes:
+def registry(runtime: SubprocRuntime) -> Registry:
     registry = Registry()
     registry.register("subproc", runtime, distribution="tests")
-    return Runtimes(root, environ=environ, registry=registry)
+    return registry
 
 
-def make_group(root: Path, folder: str, config: str | None = None) -> Path:
-    path = root / "groups" / folder
-    path.mkdir(parents=True, exist_ok=True)
-    if config is not None:
-        (path / "config.json").write_text(config)
-    return path
+@pytest.fixture
+def environ(project: NanoclawProject) -> dict[str, str]:
+    return {"NANOCLAW_MOUNT_ALLOWLIST": str(project.allowlist_path), "PATH": "/usr/bin:/bin"}
+
+
+@pytest.fixture
+def runtimes(project: NanoclawProject, environ: dict[str, str], registry: Registry) -> nc.Runtimes:
+    return nc.Runtimes(project.root, environ=environ, registry=registry)
+
+
+@pytest.fixture
+def sink() -> RecordingSink:
+    return RecordingSink()
+
+
+def ask(folder: str, prompt: str = "hello", **kwargs: Any) -> nc.ContainerInput:
+    """A ContainerInput for ``folder``."""
+    return nc.ContainerInput(
+        prompt=prompt, group_folder=folder, chat_jid="c@g.us", is_main=False, **kwargs
+    )
+
+
+@pytest.fixture
+def cli(project: NanoclawProject, registry: Registry, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Run the CLI in process over the test registry: ``cli("run", "dev", stdin=b"...")`` gives
+    (exit status, stdout, stderr)."""
+    from nanoclaw_runtimes_core import plugins
+
+    monkeypatch.setattr(plugins, "_default", registry)
+    return _CliRunner(project.root, monkeypatch)
+
+
+class _CliRunner:
+    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.root, self.monkeypatch = root, monkeypatch
+
+    def __call__(self, *args: str, stdin: bytes = b"") -> tuple[int, str, str]:
+        import io
+
+        from nanoclaw_runtimes_core.cli import main
+
+        out, err = io.BytesIO(), io.BytesIO()
+        self.monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(out, write_through=True))
+        self.monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(err, write_through=True))
+        self.monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+        code = main(["--root", str(self.root), *args])
+        sys.stdout.flush()
+        sys.stderr.flush()
+        return code, out.getvalue().decode(), err.getvalue().decode()

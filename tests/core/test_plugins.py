@@ -1,393 +1,165 @@
-"""The plugin registry: loading from entry points, refusing bad plugins, calling ONE runtime."""
+"""The registry and the mistakes a runtime author makes, each with a message that says the fix."""
 
 from __future__ import annotations
 
-import json
-import textwrap
-import uuid
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+import sys
+import types
+from typing import Any
 
 import pytest
 
-from nanoclaw_runtimes_core import cli, hookimpl, plugins
-from nanoclaw_runtimes_core.errors import (
-    ExitStatus,
-    PluginError,
-    RuntimeFailure,
-    RuntimeNotFound,
-    UserError,
-)
-from nanoclaw_runtimes_core.models import ExecutionResult, StatsRow
-from nanoclaw_runtimes_core.plugins import LOAD_ENV, Registry, default_registry
-
-if TYPE_CHECKING:  # pytest imports it as a plugin; importing it first would skip its rewrite
-    from nanoclaw_runtimes_core.testing import NanoclawProject
+import nanoclaw_runtimes_core as nc
+from nanoclaw_runtimes_core.entrypoints import Distribution, RuntimeEntryPoint
+from nanoclaw_runtimes_core.plugins import Registry
+from nanoclaw_runtimes_core.testing import NanoclawProject
 
 
-# --------------------------------------------------------------------------- fake installs
+def _module(name: str, source: str) -> types.ModuleType:
+    module = types.ModuleType(name)
+    exec(compile(source, f"<{name}>", "exec"), module.__dict__)
+    return module
 
 
-class Site:
-    """A folder on sys.path holding fake installed distributions (dist-info + module)."""
+GOOD = """
+import nanoclaw_runtimes_core as nc
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def install(self, distribution: str, runtimes: dict[str, str]) -> dict[str, str]:
-        """Install ``distribution`` declaring one runtime per ``name: module source``.
-
-        Returns ``name -> module name``; module names are unique per call so that
-        no test sees a module another test imported.
-        """
-        modules = {name: f"fake_{name}_{uuid.uuid4().hex[:8]}" for name in runtimes}
-        for name, source in runtimes.items():
-            (self.path / f"{modules[name]}.py").write_text(textwrap.dedent(source))
-        info = self.path / f"{distribution.replace('-', '_')}-1.0.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(
-            f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 1.0\n"
-        )
-        lines = ["[nanoclaw_runtimes]"] + [f"{n} = {m}" for n, m in modules.items()]
-        (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
-        return modules
-
-
-@pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Site:
-    path = tmp_path / "site"
-    path.mkdir()
-    monkeypatch.syspath_prepend(str(path))
-    # The process-wide registry must not leak between tests.
-    monkeypatch.setattr(plugins, "_default", None)
-    return Site(path)
-
-
-WORKING = """
-    from nanoclaw_runtimes_core import hookimpl
-    from nanoclaw_runtimes_core.models import ExecutionResult
-
-    @hookimpl
-    def execute(request):
-        return ExecutionResult(exit_code=0)
-"""
-
-MISSPELLED = """
-    from nanoclaw_runtimes_core import hookimpl
-
-    @hookimpl
-    def exectue(request):
-        return None
-"""
-
-RAISING = """
-    from nanoclaw_runtimes_core import hookimpl
-
-    @hookimpl
-    def execute(request):
-        raise RuntimeError("kaboom in the engine")
-"""
-
-BROKEN_IMPORT = """
-    import nanoclaw_no_such_module_anywhere
+@nc.hookimpl
+def execute(request):
+    return nc.ExecutionResult(exit_code=0)
 """
 
 
-class Recording:
-    """An in-process runtime that records every hook call it receives."""
-
-    def __init__(self, name: str, log: list[tuple[str, str]]) -> None:
-        self.name, self.log = name, log
-
-    @hookimpl
-    def prepare(self, request: Any) -> None:
-        self.log.append((self.name, "prepare"))
-
-    @hookimpl
-    def execute(self, request: Any) -> ExecutionResult:
-        self.log.append((self.name, "execute"))
-        return ExecutionResult(exit_code=0)
-
-    @hookimpl
-    def reset(self, request: Any) -> list[str]:
-        self.log.append((self.name, "reset"))
-        return [self.name]
-
-    @hookimpl
-    def stats(self, request: Any) -> list[StatsRow]:
-        self.log.append((self.name, "stats"))
-        return [StatsRow(group=None, kind=self.name)]
-
-
-def _runtimes(project: NanoclawProject, registry: Registry) -> Any:
-    from nanoclaw_runtimes_core.api import Runtimes
-
-    return Runtimes(
-        project.root,
-        environ={"NANOCLAW_MOUNT_ALLOWLIST": str(project.allowlist_path)},
-        registry=registry,
+def test_a_hook_without_hookimpl() -> None:
+    plugin = _module("unmarked", GOOD + "\ndef reset(request):\n    return []\n")
+    with pytest.raises(nc.PluginError) as err:
+        Registry().register("mine", plugin, distribution="nanoclaw-runtime-mine")
+    assert str(err.value) == (
+        "runtime 'mine' (from nanoclaw-runtime-mine): reset is not marked with @hookimpl; "
+        "decorate each hook with @nanoclaw_runtimes_core.hookimpl"
     )
 
 
-# --------------------------------------------------------------------------- loading
-
-
-def test_entry_point_runtime_loads_with_its_distribution(site: Site) -> None:
-    modules = site.install("nanoclaw-runtime-fakeok", {"fakeok": WORKING})
-    registry = Registry()
-    registry.load_entry_points(["fakeok"])
-    info = registry.get("fakeok")
-    assert (info.distribution, info.version, info.module) == (
-        "nanoclaw-runtime-fakeok",
-        "1.0",
-        modules["fakeok"],
+def test_a_wrongly_named_argument_says_it_must_be_called_request() -> None:
+    plugin = _module(
+        "misnamed",
+        "import nanoclaw_runtimes_core as nc\n@nc.hookimpl\ndef execute(req):\n    pass\n",
     )
-    assert info.hooks == ("execute",)
-    assert info.settings_class is None
+    with pytest.raises(nc.PluginError) as err:
+        Registry().register("mine", plugin, distribution="dist")
+    message = str(err.value)
+    assert "execute(req) has an argument the hook does not pass" in message
+    assert message.endswith("must be named as in the hookspec: execute(request)")
 
 
-def test_misspelled_hook_fails_at_load_naming_the_runtime(site: Site) -> None:
-    site.install("nanoclaw-runtime-typo", {"typo": MISSPELLED})
-    registry = Registry()
-    registry.load_entry_points(["typo"])  # metadata only: modules load on first use
-    with pytest.raises(PluginError) as info:
-        registry.get("typo")
-    text = str(info.value)
-    assert "'typo'" in text and "nanoclaw-runtime-typo" in text and "exectue" in text
+def test_a_misspelled_hook_name_is_suggested() -> None:
+    plugin = _module("typo", GOOD + "\n@nc.hookimpl\ndef engine_stats(settings):\n    pass\n")
+    with pytest.raises(nc.PluginError, match="'engine_stats', which is not a hook; did you mean"):
+        Registry().register("mine", plugin)
 
 
-def test_misspelled_hook_in_process_fails_and_leaves_nothing_registered() -> None:
-    class Typo:
-        @hookimpl
-        def engine_stats(self, settings: Any) -> None: ...
-
-    registry = Registry()
-    with pytest.raises(PluginError, match=r"runtime 'typo'.*engine_stats"):
-        registry.register("typo", Typo())
-    assert registry.names() == []
-    assert registry.pm.get_plugins() == set()
-
-
-def test_two_distributions_claiming_one_runtime_name_are_both_named(site: Site) -> None:
-    site.install("nanoclaw-runtime-dupone", {"dupname": WORKING})
-    site.install("nanoclaw-runtime-duptwo", {"dupname": WORKING})
-    with pytest.raises(PluginError) as info:
-        Registry().load_entry_points(["dupname"])
-    text = str(info.value)
-    assert "'dupname'" in text
-    assert "nanoclaw-runtime-dupone" in text and "nanoclaw-runtime-duptwo" in text
+def test_a_runtime_without_execute() -> None:
+    plugin = _module(
+        "noexec",
+        "import nanoclaw_runtimes_core as nc\n@nc.hookimpl\ndef reset(request):\n  return []\n",
+    )
+    with pytest.raises(nc.PluginError) as err:
+        Registry().register("mine", plugin, distribution="dist")
+    assert str(err.value) == (
+        "runtime 'mine' (from dist) implements no execute hook; "
+        "add `@hookimpl def execute(request)`"
+    )
 
 
-def test_a_second_in_process_claim_of_a_name_is_refused() -> None:
-    registry = Registry()
-    registry.register("twice", Recording("a", []), distribution="dist-a")
-    with pytest.raises(PluginError, match=r"'twice' is claimed twice: by dist-a .* by dist-b"):
-        registry.register("twice", Recording("b", []), distribution="dist-b")
+def test_a_settings_field_without_annotation() -> None:
+    plugin = _module(
+        "unannotated",
+        GOOD
+        + """
+@nc.settings_class
+class Settings:
+    cpus = nc.setting(2, env="MINE_CPUS", help="CPUs.")
+
+@nc.hookimpl
+def runtime_settings():
+    return Settings
+""",
+    )
+    with pytest.raises(nc.PluginError) as err:
+        Registry().register("mine", plugin, distribution="dist")
+    assert "runtime 'mine' (from dist): Settings.cpus has no type annotation; write" in str(
+        err.value
+    )
 
 
-def test_load_env_restricts_which_runtimes_load(site: Site) -> None:
-    site.install("nanoclaw-runtime-fakea", {"fakea": WORKING})
-    site.install("nanoclaw-runtime-fakeb", {"fakeb": WORKING})
-    site.install("nanoclaw-runtime-fakebroken", {"fakebroken": BROKEN_IMPORT})
-
-    # The broken one fails when it is loaded, and says how to get past it; the others still load.
-    unrestricted = Registry()
-    unrestricted.load_entry_points(["fakea", "fakeb", "fakebroken"])
-    assert unrestricted.get("fakea").name == "fakea"
-    with pytest.raises(PluginError) as info:
-        unrestricted.infos()
-    text = str(info.value)
-    assert "'fakebroken'" in text and "nanoclaw-runtime-fakebroken" in text
-    assert LOAD_ENV in text
-
-    registry = default_registry({LOAD_ENV: "fakea, fakeb"})
-    assert registry.names() == ["fakea", "fakeb"]
-    assert default_registry({}) is registry  # loaded once, then reused
-
-    plugins._default = None
-    assert default_registry({LOAD_ENV: ""}).names() == []
-
-
-# --------------------------------------------------------------------------- calling
-
-
-def test_an_exception_in_a_hook_names_the_runtime_and_distribution(
-    site: Site, nanoclaw_project: NanoclawProject
+def test_execute_returning_the_wrong_type_fails_the_run_naming_runtime_and_fix(
+    project: NanoclawProject, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    site.install("nanoclaw-runtime-boom", {"boom": RAISING})
-    registry = Registry()
-    registry.load_entry_points(["boom"])
-    nanoclaw_project.group("dev", {"runtime": "boom"})
-    with pytest.raises(RuntimeFailure) as info:
-        _runtimes(nanoclaw_project, registry).execute("dev", command=["true"])
-    failure = info.value
-    assert (failure.runtime, failure.distribution, failure.hook) == (
-        "boom",
-        "nanoclaw-runtime-boom",
-        "execute",
+    from nanoclaw_runtimes_core import cli, plugins
+
+    plugin = _module(
+        "wrongtype",
+        "import nanoclaw_runtimes_core as nc\n@nc.hookimpl\ndef execute(request):\n  return 0\n",
     )
-    assert isinstance(failure.cause, RuntimeError)
-    text = str(failure)
-    assert "'boom'" in text and "nanoclaw-runtime-boom" in text and "kaboom in the engine" in text
-
-
-def test_the_cli_reports_a_hook_exception_with_runtime_and_distribution(
-    site: Site,
-    nanoclaw_project: NanoclawProject,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    site.install("nanoclaw-runtime-boom", {"boom": RAISING})
-    monkeypatch.setenv(LOAD_ENV, "boom")
-    nanoclaw_project.group("dev", {"runtime": "boom"})
-    status = cli.main(["--root", str(nanoclaw_project.root), "run", "dev", "--", "true"])
+    registry = Registry()
+    registry.register("mine", plugin, distribution="nanoclaw-runtime-mine")
+    monkeypatch.setattr(plugins, "_default", registry)
+    project.group("dev", {"runtime": "mine"})
+    code = cli.main(["--root", str(project.root), "run", "dev", "--", "true"])
     err = capsys.readouterr().err
-    assert status == ExitStatus.RUN_FAILED
-    assert "'boom'" in err and "nanoclaw-runtime-boom" in err and "kaboom in the engine" in err
-    assert "Traceback" not in err
+    assert code == 1
+    assert (
+        "runtime 'mine' (from nanoclaw-runtime-mine) failed in execute: TypeError: returned int; "
+        "execute must return an ExecutionResult (run_process returns one)"
+    ) in err
 
 
-def test_a_user_error_from_a_hook_passes_through_unwrapped() -> None:
-    class Picky:
-        @hookimpl
-        def execute(self, request: Any) -> None:
-            raise UserError("base image missing: run `nanoclaw-runtimes prepare --base picky`")
-
-    registry = Registry()
-    registry.register("picky", Picky())
-    with pytest.raises(UserError, match="prepare --base picky") as info:
-        registry.call("picky", "execute", request=None)
-    assert not isinstance(info.value, RuntimeFailure)
-
-
-def test_only_the_selected_runtime_is_called(nanoclaw_project: NanoclawProject) -> None:
-    log: list[tuple[str, str]] = []
-    registry = Registry()
-    for name in ("alpha", "beta", "gamma"):
-        registry.register(name, Recording(name, log))
-    nanoclaw_project.group("on-beta", {"runtime": "beta"})
-    nanoclaw_project.group("on-alpha", {"runtime": "alpha"})
-    runtimes = _runtimes(nanoclaw_project, registry)
-
-    runtimes.execute("on-beta", command=["true"])
-    assert log == [("beta", "prepare"), ("beta", "execute")]
-    log.clear()
-    assert runtimes.reset("on-alpha") == ["alpha"]
-    assert log == [("alpha", "reset")]
-    log.clear()
-    assert [r.kind for r in runtimes.stats(["gamma"])] == ["gamma"]
-    assert log == [("gamma", "stats")]
-
-
-def test_a_runtime_registered_later_is_not_called_for_another() -> None:
-    log: list[tuple[str, str]] = []
-    registry = Registry()
-    registry.register("alpha", Recording("alpha", log))
-    registry.call("alpha", "execute", request=None)
-    registry.register("beta", Recording("beta", log))
-    log.clear()
-    registry.call("alpha", "execute", request=None)
-    assert log == [("alpha", "execute")]
-
-
-def test_a_wrong_return_type_from_execute_is_reported(nanoclaw_project: NanoclawProject) -> None:
-    class Sloppy:
-        @hookimpl
-        def execute(self, request: Any) -> dict[str, int]:
-            return {"exit_code": 0}
-
-    registry = Registry()
-    registry.register("sloppy", Sloppy())
-    nanoclaw_project.group("dev", {"runtime": "sloppy"})
-    with pytest.raises(UserError, match=r"'sloppy' returned dict from execute"):
-        _runtimes(nanoclaw_project, registry).execute("dev", command=["true"])
-
-
-# --------------------------------------------------------------------------- unknown names
-
-
-def test_unknown_runtime_lists_installed_suggests_and_gives_the_pip_command(
-    nanoclaw_project: NanoclawProject,
-) -> None:
-    registry = Registry()
-    for name in ("alpha", "container"):
-        registry.register(name, Recording(name, []))
-
-    with pytest.raises(RuntimeNotFound) as info:
-        registry.get("contaner")
-    text = str(info.value)
-    assert "unknown runtime 'contaner'" in text
-    assert "installed runtimes: alpha, container" in text
-    assert "did you mean 'container'?" in text
-    assert "pip install" not in text  # not a runtime we know a distribution of
-
-    with pytest.raises(RuntimeNotFound) as info:
-        registry.get("vibe")
-    assert "pip install nanoclaw-runtime-vibe" in str(info.value)
-
-    # Through the dispatcher, the message also says where the name came from.
-    nanoclaw_project.group("dev", {"runtime": "tartt"})
-    with pytest.raises(RuntimeNotFound) as info:
-        _runtimes(nanoclaw_project, registry).execute("dev", command=["true"])
-    text = str(info.value)
-    assert "groups/dev/config.json: containerConfig.runtime" in text
-    assert "did you mean 'tart'?" in text
-    assert info.value.exit_status == ExitStatus.CONFIG
-
-
-def test_plugins_json_lists_entry_point_runtimes(
-    site: Site,
-    nanoclaw_project: NanoclawProject,
-    capsys: pytest.CaptureFixture[str],
+def test_a_name_claimed_twice_and_a_broken_plugin_do_not_hide_the_others(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    site.install("nanoclaw-runtime-fakeok", {"fakeok": WORKING})
-    monkeypatch.setenv(LOAD_ENV, "fakeok")
-    assert cli.main(["--root", str(nanoclaw_project.root), "plugins", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
-    assert [(r["name"], r["distribution"], r["version"], r["hooks"]) for r in rows] == [
-        ("fakeok", "nanoclaw-runtime-fakeok", "1.0", ["execute"])
+    from nanoclaw_runtimes_core import entrypoints
+
+    sys.modules["good_runtime_for_tests"] = _module("good_runtime_for_tests", GOOD)
+    found = [
+        RuntimeEntryPoint("good", "good_runtime_for_tests", Distribution("nc-good", "1")),
+        RuntimeEntryPoint("broken", "no_such_module_for_tests", Distribution("nc-broken", "2")),
+        RuntimeEntryPoint("twice", "good_runtime_for_tests", Distribution("nc-a", "1")),
+        RuntimeEntryPoint("twice", "good_runtime_for_tests", Distribution("nc-b", "1")),
     ]
+    monkeypatch.setattr(entrypoints, "runtime_entry_points", lambda: found)
+    registry = Registry()
+    registry.load_entry_points()
+    infos = {i.name: i for i in registry.infos()}
+    assert infos["good"].error is None and infos["good"].distribution == "nc-good"
+    assert "failed to load no_such_module_for_tests: ModuleNotFoundError" in (
+        infos["broken"].error or ""
+    )
+    assert "is claimed by two distributions: nc-a" in (infos["twice"].error or "")
+    with pytest.raises(nc.PluginError, match="reinstall nc-broken"):
+        registry.get("broken")
+    with pytest.raises(nc.ConfigError) as err:
+        registry.get("vibe")
+    assert "install it with: pip install nanoclaw-runtime-vibe" in str(err.value)
+    del sys.modules["good_runtime_for_tests"]
 
 
-def test_runtime_settings_are_loaded_once_and_resolved_for_each_group(
-    nanoclaw_project: NanoclawProject,
-) -> None:
-    import attrs
+def test_hooks_are_called_on_one_runtime_only() -> None:
+    calls: list[str] = []
 
-    from nanoclaw_runtimes_core.settings import positive, setting
+    class Rt:
+        def __init__(self, name: str) -> None:
+            self.name = name
 
-    @attrs.define(frozen=True, kw_only=True)
-    class DialSettings:
-        level: int = setting(1, env="DIAL_LEVEL", key="dialLevel", validator=positive, help="x")
-
-    seen: list[Any] = []
-
-    class Dial:
-        declared = 0
-
-        @hookimpl
-        def runtime_settings(self) -> type:
-            Dial.declared += 1
-            return DialSettings
-
-        @hookimpl
-        def execute(self, request: Any) -> ExecutionResult:
-            seen.append(request.settings)
-            return ExecutionResult(exit_code=0)
+        @nc.hookimpl
+        def execute(self, request: Any) -> nc.ExecutionResult:
+            calls.append(self.name)
+            return nc.ExecutionResult(exit_code=0)
 
     registry = Registry()
-    info = registry.register("dial", Dial())
-    assert info.settings_class is DialSettings and Dial.declared == 1
-    assert registry.call("dial", "runtime_settings") is DialSettings
-
-    nanoclaw_project.group("loud", {"runtime": "dial", "dialLevel": 7})
-    nanoclaw_project.group("quiet", {"runtime": "dial"})
-    runtimes = _runtimes(nanoclaw_project, registry)
-    runtimes.execute("loud", command=["true"])
-    runtimes.execute("quiet", command=["true"])
-    assert seen == [DialSettings(level=7), DialSettings(level=1)]
-
-    nanoclaw_project.write_config("quiet", {"runtime": "dial", "dialLevel": 0})
-    with pytest.raises(UserError, match=r"groups/quiet/config.json: containerConfig.dialLevel"):
-        runtimes.execute("quiet", command=["true"])
+    registry.register("a", Rt("a"))
+    registry.register("b", Rt("b"))
+    registry.call("b", "execute", request=None)
+    assert calls == ["b"]
+    with pytest.raises(nc.PluginError, match="the same plugin object is already registered"):
+        plugin = Rt("c")
+        registry.register("c", plugin)
+        registry.register("d", plugin)

@@ -1,14 +1,16 @@
-"""A stand-in agent for the guest: reads the ContainerInput on stdin, prints output blocks.
+"""A test agent installed in the base VM's disk: reads the ContainerInput, prints output blocks.
 
-The prompt picks the behaviour: ``ok``, ``fail``, ``hang``, ``hang-after-output``,
-``env``, ``secret``, ``sleep:SECONDS``. ``hang`` variants write their pid to
-``agent.pid`` in the working directory first, so a test can check it was ended.
+The prompt picks the behaviour: ``ok``, ``fail``, ``signal``, ``hang``, ``hang-after-output``,
+``env`` (the environment, cwd and uid as JSON), ``secret``, ``sleep:SECONDS``,
+``write:PATH`` (try to write PATH, report success). ``hang`` variants first write
+``agent.hang`` in the working directory, so a test knows the agent is running.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 
@@ -33,18 +35,18 @@ def main() -> int:
         block("partial")
         print("agent: something broke", file=sys.stderr, flush=True)
         return 3
+    if prompt == "signal":
+        block("about to die")
+        os.kill(os.getpid(), signal.SIGKILL)
     if prompt in ("hang", "hang-after-output"):
-        with open("agent.pid", "w") as f:
+        with open("agent.hang", "w") as f:
             f.write(str(os.getpid()))
         if prompt == "hang-after-output":
             block("before going quiet")
         time.sleep(600)
         return 0
     if prompt == "env":
-        keys = [k for k in os.environ if k.startswith("NANOCLAW_") or k == "CLAUDE_CONFIG_DIR"]
-        env = {k: os.environ[k] for k in keys}
-        real = {k: os.path.realpath(v) for k, v in env.items() if v.startswith("/")}
-        block(json.dumps({"cwd": os.getcwd(), "env": env, "real": real}))
+        block(json.dumps({"env": dict(os.environ), "cwd": os.getcwd(), "uid": os.getuid()}))
         return 0
     if prompt == "secret":
         secrets = inp.get("secrets") or {}
@@ -53,6 +55,15 @@ def main() -> int:
     if prompt.startswith("sleep:"):
         time.sleep(float(prompt.split(":", 1)[1]))
         block("slept")
+        return 0
+    if prompt.startswith("write:"):
+        path = prompt.split(":", 1)[1]
+        try:
+            with open(path, "w") as f:
+                f.write("written by the agent")
+            block("written")
+        except OSError as exc:
+            block(f"refused: {exc.strerror}")
         return 0
     block(None, status="error", error=f"unknown prompt {prompt!r}")
     return 2

@@ -1,4 +1,4 @@
-"""The ``local`` runtime: runs a group's agent as a plain subprocess of this host.
+"""The ``local`` runtime: runs a group's agent as a plain process of this host.
 
 For development only: there is NO isolation. See :mod:`nanoclaw_runtime_local.plugin`.
 """

@@ -1,226 +1,119 @@
-"""The ``local`` runtime: the agent (or a command) runs as a plain subprocess of this host.
+"""The ``local`` runtime: the agent (or a command) runs as a plain process of this host.
 
-THERE IS NO ISOLATION. The process runs as your user, sees your whole file
-system and network, and inherits your environment. Use it to develop agents and
-runtimes, never for groups whose messages you do not trust.
+THERE IS NO ISOLATION, and it declares none. The process sees the host's whole file system and
+network, as the sandbox user (your user; when run as root, the unprivileged
+``NANOCLAW_SANDBOX_USER``). Use it to develop agents and runtimes, never for groups whose
+messages you do not trust.
 
-What it does keep apart is small: each group gets its own ``HOME`` and
-``TMPDIR`` under ``data/local/{folder}/`` (``reset`` deletes them, ``stats``
-measures them), and the working directory is the group's workspace
-(``groups/{folder}``, which other runtimes show as ``/workspace/group``). The
-other contract mounts are not remapped: paths such as ``/workspace/global`` do
-not exist for a local process.
+What it does keep apart is small: the environment is the sandbox's own (nothing of the host's),
+each group gets its own ``HOME`` and ``TMPDIR`` in its state folder
+(``data/runtimes/local/{folder}``: ``reset`` deletes it, ``stats`` measures it), and the
+working directory is the group's workspace (``groups/{folder}``, which sandboxes show as
+``/workspace/group``). The other contract mounts are not remapped: paths such as
+``/workspace/global`` do not exist for a local process.
 """
 
 from __future__ import annotations
 
 import os
 import platform
-import shlex
-import shutil
 import sys
-import uuid
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
-import attrs
-
-from nanoclaw_runtimes_core import hookimpl
-from nanoclaw_runtimes_core.models import (
-    EngineStatus,
-    ExecuteRequest,
-    ExecutionResult,
-    GroupRequest,
-    PrepareRequest,
-    Project,
-    StatsRequest,
-    StatsRow,
-)
-from nanoclaw_runtimes_core.process import run_streaming
-from nanoclaw_runtimes_core.settings import non_empty, setting
-
-WORKSPACE = "/workspace/group"
-DELETING = ".deleting-"
+import nanoclaw_runtimes_core as nc
 
 
-def _niceness(_instance: Any, _attribute: attrs.Attribute, value: int) -> None:
-    if not 0 <= value <= 19:
-        raise ValueError(f"must be a niceness from 0 (normal) to 19 (lowest), got {value}")
-
-
-@attrs.define(frozen=True, kw_only=True)
+@nc.settings_class
 class LocalSettings:
     """Settings of the ``local`` runtime."""
 
-    agent_command: str = setting(
-        "",
-        env="LOCAL_AGENT_COMMAND",
-        help="The agent's command line (shell-style quoting); empty: the example agent "
-        "of nanoclaw-runtimes-core, run by this Python.",
-    )
-    state_dir: str = setting(
-        "./data/local",
-        env="LOCAL_STATE_DIR",
-        validator=non_empty,
-        help="Where each group's private HOME and TMPDIR live (relative to the project root).",
-    )
-    nice: int = setting(
+    nice: int = nc.setting(
         0,
         env="LOCAL_NICE",
         key="localNice",
-        validator=_niceness,
-        help="Run the group's processes at this lower CPU priority (0-19).",
+        validator=nc.between(0, 19),
+        help="Run the group's processes at this lower CPU priority (0 normal, 19 lowest).",
     )
 
 
-# --------------------------------------------------------------------------- helpers
+def _state(request: nc.ExecuteRequest[LocalSettings] | nc.PrepareRequest[LocalSettings]) -> Path:
+    """The group's HOME and TMPDIR, created for the sandbox user."""
+    assert request.state_dir is not None
+    for sub in ("", "home", "tmp"):
+        folder = request.state_dir / sub
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        user = getattr(request, "user", None)
+        if user is not None and os.geteuid() == 0:
+            os.chown(folder, user.uid, user.gid)
+    return request.state_dir
 
 
-def _state_root(project: Project, settings: LocalSettings) -> Path:
-    return project.resolve(settings.state_dir)
-
-
-def _group_state(project: Project, settings: LocalSettings, folder: str) -> Path:
-    # The core has already checked `folder` against the contract's folder rules.
-    return _state_root(project, settings) / folder
-
-
-def _make_state(state: Path) -> bool:
-    """Create a group's HOME and TMPDIR; True when they did not exist yet."""
-    created = not state.is_dir()
-    for sub in ("home", "tmp"):
-        (state / sub).mkdir(parents=True, exist_ok=True)
-    return created
-
-
-def _agent_argv(settings: LocalSettings) -> list[str]:
-    if settings.agent_command.strip():
-        return shlex.split(settings.agent_command)
-    return [sys.executable, "-m", "nanoclaw_runtimes_core.example_agent"]
-
-
-def _workspace(request: ExecuteRequest) -> Path:
-    for mount in request.mounts:
-        if mount.container_path == WORKSPACE:
-            return mount.host_path
-    return request.group.path
-
-
-def _sizes(path: Path) -> tuple[int, int, float]:
-    """Apparent bytes, allocated bytes and latest modification time of a tree."""
-    apparent = allocated = 0
-    latest = path.lstat().st_mtime
-    for folder, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                st = os.lstat(os.path.join(folder, name))
-            except OSError:
-                continue  # removed while we walked
-            apparent += st.st_size
-            allocated += st.st_blocks * 512
-            latest = max(latest, st.st_mtime)
-    return apparent, allocated, latest
-
-
-# --------------------------------------------------------------------------- hooks
-
-
-@hookimpl
+@nc.hookimpl
 def runtime_settings() -> type:
-    """``LOCAL_AGENT_COMMAND``, ``LOCAL_STATE_DIR`` and ``LOCAL_NICE`` (group key ``localNice``)."""
+    """``LOCAL_NICE`` / ``containerConfig.localNice``."""
     return LocalSettings
 
 
-@hookimpl
-def engine_status(settings: LocalSettings | None) -> EngineStatus:
-    """Always available: the engine is this host's own process table."""
-    return EngineStatus(
+@nc.hookimpl
+def engine_status(settings: LocalSettings) -> nc.EngineStatus:
+    """Always available: the engine is this host's own process table. Isolates nothing."""
+    return nc.EngineStatus(
         available=True,
-        engine="local subprocess",
+        engine="local process",
         version=f"Python {platform.python_version()}",
-        detail="no isolation: runs on this host as the current user (for development)",
+        detail="no isolation: runs on this host as the sandbox user (for development)",
     )
 
 
-@hookimpl
-def prepare(request: PrepareRequest) -> str | None:
-    """Create the group's private HOME and TMPDIR; there is no base to build."""
-    if request.group is None:
-        return None
-    state = _group_state(request.project, request.settings, request.group.folder)
-    if _make_state(state):
-        return f"created {state}"
-    return None
-
-
-@hookimpl
-def execute(request: ExecuteRequest) -> ExecutionResult:
+@nc.hookimpl
+def execute(request: nc.ExecuteRequest[LocalSettings]) -> nc.ExecutionResult:
     """Run the agent (ContainerInput on stdin) or the command, in the group's workspace."""
-    settings: LocalSettings = request.settings
-    state = _group_state(request.project, settings, request.group.folder)
-    _make_state(state)
+    state = _state(request)
     if request.command is not None:
-        argv, stdin, passthrough = list(request.command), None, True
+        argv = list(request.command)
+    elif request.agent_command:
+        argv = list(request.agent_command)
     else:
-        argv, stdin, passthrough = _agent_argv(settings), request.input_json(), False
-    if settings.nice:
-        argv = ["nice", "-n", str(settings.nice), *argv]
-    env = {**os.environ, "HOME": str(state / "home"), "TMPDIR": str(state / "tmp")}
+        argv = [sys.executable, str(nc.example_agent_file())]
+    if request.settings.nice:
+        argv = ["nice", "-n", str(request.settings.nice), *argv]
+    env = nc.sandbox_env(request, home=str(state / "home"))
+    env["TMPDIR"] = str(state / "tmp")
     try:
-        result = run_streaming(
+        return nc.run_process(
             argv,
             timeout_ms=request.timeout_ms,
             sink=request.sink,
-            stdin=stdin,
+            agent_mode=request.input is not None,
+            stdin=request.input_json() if request.input is not None else None,
             env=env,
-            cwd=_workspace(request),
-            passthrough=passthrough,
+            cwd=request.group.path,
+            user=request.user,
             grace_s=5.0,
-            die_with_parent=sys.platform.startswith("linux"),
         )
     except (FileNotFoundError, PermissionError) as exc:
         # What a shell would say; 127 and 126 are the statuses Docker uses too.
         code = 127 if isinstance(exc, FileNotFoundError) else 126
         message = f"{argv[0]}: {'command not found' if code == 127 else 'permission denied'}\n"
         request.sink.on_stderr(message.encode())
-        return ExecutionResult(exit_code=code, stderr_tail=message, timeout_ms=request.timeout_ms)
-    return result.to_result()
-
-
-@hookimpl
-def reset(request: GroupRequest) -> list[str]:
-    """Delete the group's HOME and TMPDIR (never its workspace)."""
-    state = _group_state(request.project, request.settings, request.group.folder)
-    if not state.exists():
-        return []
-    # Rename first: an interrupted delete never leaves a half state under the real name.
-    state.rename(state.with_name(f"{DELETING}{state.name}-{uuid.uuid4().hex[:8]}"))
-    # This delete, and any an earlier interruption left behind.
-    for doomed in state.parent.glob(f"{DELETING}{state.name}-*"):
-        shutil.rmtree(doomed, ignore_errors=True)
-    return [f"local state of group {request.group.folder!r} ({state})"]
-
-
-@hookimpl
-def stats(request: StatsRequest) -> list[StatsRow]:
-    """One row per group with local state: its size and last change."""
-    root = _state_root(request.project, request.settings)
-    if not root.is_dir():
-        return []
-    rows = []
-    for entry in sorted(root.iterdir()):
-        if entry.name.startswith(".") or not entry.is_dir():
-            continue
-        apparent, allocated, mtime = _sizes(entry)
-        rows.append(
-            StatsRow(  # runtime left empty: the dispatcher fills in the name we are installed as
-                group=entry.name,
-                kind="state",
-                path=str(entry),
-                apparent_mb=apparent / 2**20,
-                allocated_mb=allocated / 2**20,
-                modified=datetime.fromtimestamp(mtime, tz=timezone.utc),
-            )
+        return nc.ExecutionResult(
+            exit_code=code, stderr_tail=message, timeout_ms=request.timeout_ms
         )
+
+
+@nc.hookimpl
+def reset(request: nc.GroupRequest[LocalSettings]) -> list[str]:
+    """Delete the group's HOME and TMPDIR (never its workspace)."""
+    return nc.reset_state(request)
+
+
+@nc.hookimpl
+def stats(request: nc.StatsRequest[LocalSettings]) -> list[nc.StatsRow]:
+    """One row per group with local state: its size and last change."""
+    rows = []
+    base = request.project.data_dir / "runtimes" / "local"
+    for group in request.groups:
+        row = nc.state_row("local", group.folder, base / group.folder)
+        if row is not None:
+            rows.append(row)
     return rows

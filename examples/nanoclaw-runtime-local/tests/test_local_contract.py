@@ -7,7 +7,4 @@ class TestLocalContract(RuntimeContract):
     runtime_name = "local"
     runtime_distribution = "nanoclaw-runtime-local"
     workspace_in_sandbox = None  # no sandbox: the working directory is groups/<folder> itself
-    persistent_state = True  # each group's HOME lives under data/local/<folder>/ until reset
-    skip_tests = {
-        "test_groups_do_not_see_each_other": "no isolation: every group runs on the host",
-    }
+    persistent_state = True  # each group's HOME lives in its state folder until reset

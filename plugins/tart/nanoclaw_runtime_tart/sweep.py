@@ -1,72 +1,76 @@
-"""Finding and removing VMs left behind by crashed runs.
+"""Finding and removing what killed runs and dead spare reapers left behind.
 
-Only VMs whose name parses as ours (:mod:`.vm`) AND whose owner is gone are
-touched; every other VM on the machine is left alone.
+Only VMs with a record of ours (:mod:`.owners`) whose owner is gone are touched:
+every other VM on the machine, whatever its name, is left alone.
 """
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import time
 
+from attrs import define
+
+from . import owners
 from .tartcli import Tart, TartError, VMInfo
-from .vm import VMName, is_leftover, parse_name
+from .vm import remove_vm
+
+CLONE_GRACE_S = 3600.0
+"""A record whose owner died while ``tart clone`` ran may still see the clone appear (a pull
+outlives its parent): such a record is kept this long before it is dropped."""
 
 
-def leftovers(vms: list[VMInfo], *, group: str | None = None) -> list[tuple[VMInfo, VMName]]:
-    """The local VMs of ours no live run owns, optionally only those of one group."""
-    found = []
-    for info in vms:
-        if info.source.lower() != "local":
-            continue
-        parsed = parse_name(info.name)
-        if parsed is None or (group is not None and parsed.group != group):
-            continue
-        if is_leftover(parsed):
-            found.append((info, parsed))
-    return found
+@define(frozen=True, kw_only=True)
+class Found:
+    """One of our VMs as ``tart list`` and its record show it."""
+
+    record: owners.Record
+    vm: VMInfo | None
+    alive: bool
 
 
-def remove_vm(tart: Tart, name: str, *, stop_timeout_s: int) -> None:
-    """Stop (if running) and delete ``name``; a VM that is already gone is not an error."""
-    with contextlib.suppress(TartError):
-        # Exit status 2 means "not running" or "missing": both fine here.
-        tart.stop(name, timeout_s=stop_timeout_s)
-    delete_vm(tart, name)
-
-
-def delete_vm(tart: Tart, name: str, *, attempts: int = 20, pause_s: float = 0.5) -> None:
-    """``tart delete`` with retries while tart still sees the VM running (its lock is released
-    a moment after the VM process ends)."""
-    for attempt in range(attempts):
-        try:
-            tart.delete(name)
-            return
-        except TartError as exc:
-            if exc.missing:
-                return
-            if not exc.running or attempt == attempts - 1:
-                raise
-        time.sleep(pause_s)
+def ours(tart: Tart, records: owners.Records, vms: list[VMInfo] | None = None) -> list[Found]:
+    """Every VM (or record without a VM yet) of ours in this tart home."""
+    listed = {vm.name: vm for vm in (tart.local_vms() if vms is None else vms)}
+    return [
+        Found(record=r, vm=listed.get(r.name), alive=records.alive(r.name)) for r in records.mine()
+    ]
 
 
 def sweep(
-    tart: Tart, *, stop_timeout_s: int, group: str | None = None, vms: list[VMInfo] | None = None
+    tart: Tart,
+    records: owners.Records,
+    *,
+    stop_timeout_s: int,
+    vms: list[VMInfo] | None = None,
 ) -> tuple[list[str], list[str]]:
-    """Remove leftover VMs of ours; returns (removed names, problems)."""
-    if vms is None:
-        vms = tart.list()
+    """Stop and delete our VMs whose owner died; returns (what was removed, problems)."""
     removed: list[str] = []
     problems: list[str] = []
-    for info, parsed in leftovers(vms, group=group):
-        try:
-            remove_vm(tart, info.name, stop_timeout_s=stop_timeout_s)
-        except (TartError, subprocess.TimeoutExpired, OSError) as exc:
-            problems.append(f"could not remove leftover VM {info.name}: {exc}")
+    for found in ours(tart, records, vms):
+        record = found.record
+        if found.alive:
             continue
+        what = "spare VM" if record.kind == "spare" else "VM"
+        if found.vm is None:
+            if record.phase == "cloning" and time.time() - record.created < CLONE_GRACE_S:
+                continue
+            owners.remove_files(records.folder, record.name)
+            continue
+        # Take the claim lock while removing, so no run takes a spare being deleted.
+        fd = records.claim(record.name, attempts=3)
+        if fd is None:
+            continue
+        try:
+            remove_vm(tart, record.name, stop_timeout_s=stop_timeout_s)
+        except (TartError, subprocess.TimeoutExpired, OSError) as exc:
+            problems.append(f"could not remove the leftover {what} {record.name}: {exc}")
+            continue
+        finally:
+            owners.release_fd(fd)
+        owners.remove_files(records.folder, record.name)
         removed.append(
-            f"leftover VM {info.name} (group {parsed.group}; "
-            f"its run, host pid {parsed.pid}, is over)"
+            f"removed the leftover {what} {record.name} (group {record.group or '-'}; its "
+            f"owner, host pid {record.pid}, is gone)"
         )
     return removed, problems

@@ -1,1 +1,0 @@
-pytest_plugins = ["nanoclaw_runtimes_core.testing"]

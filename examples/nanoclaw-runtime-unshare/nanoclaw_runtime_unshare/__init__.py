@@ -1,0 +1,1 @@
+"""The ``unshare`` runtime: each run in fresh namespaces made by util-linux ``unshare``."""
