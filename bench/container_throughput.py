@@ -13,6 +13,10 @@ and the group locks are contended. It then checks:
 - all cores busy: CPU use of the whole machine while the runs went on.
 
     python3 bench/container_throughput.py [--groups 20] [--runs 5] [--bound N] [--work 150000]
+        [--engine bubblewrap|docker|podman|container] [--image REF]
+
+docker and podman need their engine's environment (``eval "$(bash scripts/engines.sh start)"``
+on a development machine) and an image with a shell (default: nanoclaw-test/busybox:latest).
 """
 
 from __future__ import annotations
@@ -29,10 +33,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+# The host's clock as every sandbox on it sees it (busybox's date has no %N)
+NOW = "$(cut -d' ' -f1 /proc/uptime)"
 SCRIPT = (
-    'echo "start {tag} $(date +%s.%N)" >> /workspace/group/runs.log; '
+    f'echo "start {{tag}} {NOW}" >> /workspace/group/runs.log; '
     "i=0; while [ $i -lt {work} ]; do i=$((i+1)); done; "
-    'echo "end {tag} $(date +%s.%N)" >> /workspace/group/runs.log; echo "done {tag}"'
+    f'echo "end {{tag}} {NOW}" >> /workspace/group/runs.log; echo "done {{tag}}"'
 )
 
 
@@ -92,6 +98,12 @@ def main() -> int:
         "--clients", type=int, default=0, help="clients started at once (default: 3 x bound)"
     )
     parser.add_argument("--work", type=int, default=150000, help="shell loop iterations per run")
+    parser.add_argument(
+        "--engine", default="bubblewrap", choices=("bubblewrap", "docker", "podman", "container")
+    )
+    parser.add_argument(
+        "--image", default="nanoclaw-test/busybox:latest", help="image (not for bubblewrap)"
+    )
     args = parser.parse_args()
     # The console script beside this interpreter: a version manager's shim (pyenv) on PATH
     # would add its own start-up to every run.
@@ -104,13 +116,16 @@ def main() -> int:
     groups = [f"g{i:02d}" for i in range(args.groups)]
     with tempfile.TemporaryDirectory(prefix="nanoclaw-bench-") as tmp:
         root = Path(tmp)
+        root.chmod(0o755)  # the sandbox user must reach its mounts
         for group in groups:
             (root / "groups" / group).mkdir(parents=True)
         env = {
             **os.environ,
             "MAX_CONCURRENT_CONTAINERS": str(args.bound),
-            "CONTAINER_ENGINE": "bubblewrap",
+            "CONTAINER_ENGINE": args.engine,
+            "CONTAINER_IMAGE": args.image,
         }
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         jobs = [(g, f"{g}-r{r}") for g in groups for r in range(args.runs)]
         busy0, total0 = cpu_times()
         started = time.monotonic()
@@ -135,7 +150,7 @@ def main() -> int:
 
         print(
             f"{len(jobs)} runs ({args.groups} groups x {args.runs}), bound "
-            f"{args.bound}, {clients} clients at once, {os.cpu_count()} CPUs"
+            f"{args.bound}, {clients} clients at once, {os.cpu_count()} CPUs, engine {args.engine}"
         )
         print(f"wall time           {wall:8.1f} s   ({len(jobs) / wall:.2f} runs/s)")
         print(

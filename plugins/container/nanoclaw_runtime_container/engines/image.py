@@ -1,21 +1,28 @@
-"""Building the sample agent image: its build context and the visible build command."""
+"""The sample agent image: its build context, a fingerprint of it, and the visible build command.
+
+The context is two files: the sample Dockerfile and the core's example agent (standard
+library only), so building it downloads nothing but the base image. The image carries
+the fingerprint as a label, so ``prepare --base`` rebuilds it when either file changed.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
-import re
-import shutil
+import hashlib
+import os
+import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 
-from nanoclaw_runtimes_core.errors import UserError
+import nanoclaw_runtimes_core as nc
 
-CORE_DISTRIBUTION = "nanoclaw-runtimes-core"
+CONTEXT_LABEL = "nanoclaw-runtimes.context"
+"""The image label holding the fingerprint of the context it was built from."""
+BUILD_TIMEOUT_S = 30 * 60.0
 
 
 def dockerfile() -> Path:
@@ -26,56 +33,86 @@ def dockerfile() -> Path:
     checkout = Path(__file__).resolve().parents[2] / "Dockerfile"
     if checkout.is_file():
         return checkout
-    raise UserError(
+    raise nc.UserError(
         "the sample Dockerfile of nanoclaw-runtime-container is missing from this "
-        "installation; reinstall the package, or set CONTAINER_IMAGE to an image you built."
+        "installation; reinstall the package, or set CONTAINER_IMAGE to an image you built"
     )
 
 
-def core_requirements() -> list[str]:
-    """The core's runtime dependencies (no extras), for the image's requirements.txt."""
-    try:
-        requires = importlib.metadata.requires(CORE_DISTRIBUTION) or []
-    except importlib.metadata.PackageNotFoundError:
-        requires = ["pluggy>=1.3", "attrs>=23.1", "cattrs>=23.2"]
-    return [r for r in requires if not re.search(r";\s*extra\s*==", r)]
+def context_files() -> dict[str, bytes]:
+    """The build context, by file name."""
+    return {
+        "Dockerfile": dockerfile().read_bytes(),
+        "example_agent.py": nc.example_agent_file().read_bytes(),
+    }
+
+
+def fingerprint(files: Mapping[str, bytes]) -> str:
+    """A short hash of the context's names and contents."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + files[name] + b"\0")
+    return digest.hexdigest()[:16]
 
 
 @contextlib.contextmanager
-def build_context() -> Iterator[Path]:
-    """A temporary folder with the Dockerfile, the core package and requirements.txt."""
-    import nanoclaw_runtimes_core
-
-    core = Path(nanoclaw_runtimes_core.__file__).resolve().parent
+def build_context(files: Mapping[str, bytes]) -> Iterator[Path]:
+    """A temporary folder holding ``files``, removed afterwards."""
     with tempfile.TemporaryDirectory(prefix="nanoclaw-image-") as tmp:
         context = Path(tmp)
-        shutil.copy2(dockerfile(), context / "Dockerfile")
-        shutil.copytree(
-            core,
-            context / "nanoclaw_runtimes_core",
-            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
-        )
-        (context / "requirements.txt").write_text("\n".join(core_requirements()) + "\n")
+        for name, data in files.items():
+            (context / name).write_bytes(data)
         yield context
 
 
-def run_visible(argv: Sequence[str], *, what: str) -> None:
-    """Run a long engine command with its output on our stderr; raise UserError on failure."""
+def run_visible(
+    argv: Sequence[str],
+    *,
+    what: str,
+    env: Mapping[str, str],
+    timeout_s: float = BUILD_TIMEOUT_S,
+) -> None:
+    """Run a long engine command (a build, a pull) with its output on our stderr, bounded in
+    time; stopped with its process group on timeout or interruption. Raises UserError when
+    it fails."""
     try:
         target: int | None = sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):  # a captured stderr (tests, embedding hosts)
         target = None
     try:
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,
             stdout=target if target is not None else subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            check=False,
+            env=dict(env),
+            start_new_session=True,
         )
     except FileNotFoundError:
-        raise UserError(f"{what}: {argv[0]} is not installed") from None
-    if target is None and proc.stdout:
-        sys.stderr.write(proc.stdout.decode("utf-8", errors="replace"))
+        raise nc.EngineUnavailable(f"{what}: {argv[0]} is not installed") from None
+    try:
+        out, _ = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _end(proc)
+        raise nc.UserError(f"{what} did not finish within {timeout_s / 60:g} minutes") from None
+    except BaseException:
+        _end(proc)
+        raise
+    if out:
+        sys.stderr.write(out.decode("utf-8", errors="replace"))
     if proc.returncode != 0:
-        raise UserError(f"{what} failed with exit status {proc.returncode} (its output is above)")
+        raise nc.UserError(
+            f"{what} failed with exit status {proc.returncode} (its output is above)"
+        )
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the command's process group, SIGKILL it after 5 s."""
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
