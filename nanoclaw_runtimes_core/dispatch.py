@@ -169,14 +169,18 @@ class Runtimes:
         host_mounts: Sequence[HostMount] = (),
         host_env: Mapping[str, str] | None = None,
         on_registered: Callable[[Any], None] | None = None,
+        log_prefix: str = "container",
     ) -> ExecutionResult:
         """Run the group's agent (``input``) or a command (``command``) in its sandbox.
 
         ``run_name`` names the run for ``stop``/``ps`` (default: generated);
         ``host_mounts`` and ``host_env`` are what a host such as NanoClaw passed on
-        its own command line, re-checked against the contract.
+        its own command line, re-checked against the contract. The run log is
+        ``groups/{folder}/logs/<log_prefix>-<time>.log`` (a host writing its own
+        ``container-*.log`` passes another prefix).
         """
         from . import runs
+        from .process import STOP_GRACE
 
         if (input is None) == (command is None):
             raise UserError("give either a ContainerInput or a command, not both or neither")
@@ -197,8 +201,10 @@ class Runtimes:
         )
         core = plan.core
         env = env_for_sandbox(core, self.environ, host_env)
-        secrets = [*(input.secret_values() if input is not None else ()), *env.values()]
-        redact = Redactor(v for v in secrets if v not in ("", env.get("TZ", "")))
+        redact = Redactor(
+            input.secret_values() if input is not None else (),
+            (v for k, v in env.items() if k != "TZ"),
+        )
         run_sink = _RunSink(sink or OutputSink(), redact)
         for rejected in plan.mounts.rejected:
             run_sink.on_problem(describe_rejection(rejected))
@@ -239,6 +245,7 @@ class Runtimes:
                     run_sink.on_problem(line)
                 trust.begin_run(self.project.root, folder, plan.live_config, plan.config)
                 log_result: ExecutionResult | None = None
+                grace_token = STOP_GRACE.set(active.stop_grace)
                 try:
                     self.registry.call(
                         plan.runtime,
@@ -264,6 +271,7 @@ class Runtimes:
                     )
                     log_result = result
                 finally:
+                    STOP_GRACE.reset(grace_token)
                     self._after_run(plan, run_sink)
                     if log_result is not None:
                         self._write_log(
@@ -275,6 +283,7 @@ class Runtimes:
                             run_sink,
                             verbose,
                             redact,
+                            log_prefix,
                         )
         return result
 
@@ -288,6 +297,7 @@ class Runtimes:
         sink: _RunSink,
         verbose: bool,
         redact: Redactor,
+        prefix: str = "container",
     ) -> None:
         """Write the run's log; a planted ``logs`` entry is reported, a failure never hides the
         run's own result."""
@@ -308,6 +318,7 @@ class Runtimes:
                 verbose=verbose,
                 redact=redact,
                 repairs=repairs,
+                prefix=prefix,
             )
         except (OSError, UserError) as exc:
             sink.on_problem(f"the run log was not written: {exc}")
@@ -387,6 +398,7 @@ class Runtimes:
                         group=plan.group,
                         settings=plan.settings,
                         state_dir=plan.state_dir,
+                        scope="warm" if scope == "warm" else "all",
                     ),
                 )
                 or []
