@@ -14,7 +14,7 @@ from pathlib import Path
 from nanoclaw_runtime_vibe.images import image_stats
 from nanoclaw_runtime_vibe.settings import VibeSettings
 
-from nanoclaw_runtimes_core.models import Project
+import nanoclaw_runtimes_core as nc
 
 GROUPS = 100
 
@@ -31,11 +31,16 @@ def main() -> int:
             with open(images / f"group-{i:03d}.raw", "wb") as f:
                 f.truncate(3 * 2**30)
                 f.write(b"x" * 4096)
-        project, settings = Project(root=root), VibeSettings()
+        project, settings = nc.Project(root=root), VibeSettings()
+        groups = tuple(
+            nc.Group(folder=p.name, path=p, is_main=False)
+            for p in sorted((root / "groups").iterdir())
+        )
+        (images / ".group-000.raw.partial-1-dead").write_bytes(b"x")  # swept on the first call
         times = []
         for _ in range(20):
             t0 = time.perf_counter()
-            rows = image_stats(project, settings)
+            rows = image_stats(project, settings, groups)
             times.append((time.perf_counter() - t0) * 1000)
         assert len(rows) == GROUPS + 1
         print(

@@ -17,28 +17,31 @@ from pathlib import Path
 import pytest
 from nanoclaw_runtime_vibe import cow
 
+import nanoclaw_runtimes_core as nc
+
 from .conftest import MiB, make_sparse, wait_for
 
 GiB = 2**30
 
 
 def digest(path: Path) -> str:
-    """A digest of the content, reading only the allocated extents (holes read as zeros)."""
+    """A digest of the content, reading only the allocated extents (holes read as zeros): the
+    non-zero 4 KiB blocks and where they are."""
     h = hashlib.sha256()
+    block = 4096
     fd = os.open(path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
         h.update(str(size).encode())
+        seen = -1
         for offset, length in cow.data_extents(fd, size):
-            done = 0
-            while done < length:
-                chunk = os.pread(fd, min(16 * MiB, length - done), offset + done)
-                # zeros inside an extent equal a hole: hash (offset, non-zero blocks) only
-                for i in range(0, len(chunk), 65536):
-                    block = chunk[i : i + 65536]
-                    if block.count(0) != len(block):
-                        h.update(f"{offset + done + i}:".encode() + block)
-                done += len(chunk)
+            pos = max(offset // block * block, seen + 1)
+            while pos < offset + length:
+                chunk = os.pread(fd, block, pos)
+                if chunk.count(0) != len(chunk):
+                    h.update(f"{pos}:".encode() + chunk)
+                seen = pos
+                pos += block
     finally:
         os.close(fd)
     return h.hexdigest()
@@ -55,7 +58,7 @@ def test_sparse_clone_costs_the_data_not_the_apparent_size(tmp_path: Path) -> No
     allocated = cow.allocated_bytes(disk)
     assert 95 * MiB <= allocated <= 130 * MiB, allocated / MiB
     assert digest(disk) == digest(base)
-    assert cow.stale_temps(disk, include_live=True) == []
+    assert sorted(os.listdir(tmp_path)) == ["base.raw", "dev.raw"]
 
 
 def test_without_seek_data_it_still_writes_only_data(
@@ -98,6 +101,32 @@ def test_interrupt_during_clone_leaves_nothing(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == ["base.raw"]
 
 
+def test_a_partial_being_written_is_locked_a_dead_one_is_swept(tmp_path: Path) -> None:
+    with cow.partial_file(tmp_path / "dev.raw") as part:
+        assert part.path.name.startswith(".dev.raw.partial-")
+        assert cow.leftover_state(part.path) == "live"
+        assert cow.sweep_partials(tmp_path) == []  # never one in progress
+    assert (tmp_path / "dev.raw").exists() and not part.path.exists()
+    dead = tmp_path / ".x.raw.partial-1-abcd"
+    dead.write_bytes(b"half")
+    assert cow.leftover_state(dead) == "dead"
+    assert cow.sweep_partials(tmp_path) == [dead] and not dead.exists()
+    assert cow.leftover_state(tmp_path / "dev.raw") == "not-ours"
+
+
+def test_a_build_folder_is_owner_locked_and_swept_only_when_its_owner_died(tmp_path: Path) -> None:
+    target = tmp_path / "base.raw"
+    with cow.build_folder(target) as work:
+        assert work.name.startswith(".base.raw.build-") and work.is_dir()
+        assert cow.sweep_partials(tmp_path) == []
+        assert cow.leftover_state(work) == "live"
+    assert not work.exists()
+    left = tmp_path / ".base.raw.build-9-dead"
+    left.mkdir()
+    (left / ".owner").write_text("")
+    assert cow.sweep_partials(tmp_path) == [left]
+
+
 KILL_SCRIPT = textwrap.dedent(
     """
     import sys, time
@@ -111,31 +140,27 @@ KILL_SCRIPT = textwrap.dedent(
 )
 
 
-def test_kill_during_clone_no_half_image_and_next_prepare_cleans(tmp_path: Path) -> None:
-    from nanoclaw_runtime_vibe import images
-    from nanoclaw_runtime_vibe.settings import VibeSettings
+def _partials(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if cow.PARTIAL_TAG in p.name]
 
-    from nanoclaw_runtimes_core.models import Project
 
-    project = Project(root=tmp_path)
-    settings = VibeSettings()
-    folder = images.images_dir(project, settings)
-    folder.mkdir(parents=True)
-    base = folder / "base.raw"
+def test_kill_during_clone_leaves_no_half_image_and_its_partial_is_swept(tmp_path: Path) -> None:
+    base = tmp_path / "base.raw"
     make_sparse(base, 256 * MiB, 32)
-    disk = folder / "dev.raw"
+    disk = tmp_path / "dev.raw"
     proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(base), str(disk)])
     try:
-        wait_for(lambda: bool(cow.stale_temps(disk, include_live=True)), timeout=30)
-        wait_for(lambda: cow.allocated_bytes(cow.stale_temps(disk, include_live=True)[0]) > 0)
+        wait_for(
+            lambda: bool(_partials(tmp_path)) and cow.allocated_bytes(_partials(tmp_path)[0]) > 0
+        )
+        (partial,) = _partials(tmp_path)
+        assert cow.leftover_state(partial) == "live" and cow.sweep_partials(tmp_path) == []
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert not disk.exists()  # never a half image under the real name
-    (temp,) = cow.stale_temps(disk)  # the killed process's temporary, found as stale
-    ensured = images.ensure_group_disk(project, settings, "dev")
-    assert not temp.exists() and ensured.removed_temps == (temp,)
-    assert ensured.clone is not None and digest(disk) == digest(base)
+    assert cow.leftover_state(partial) == "dead"
+    assert cow.sweep_partials(tmp_path) == [partial] and not partial.exists()
 
 
 # --------------------------------------------------------------------------- real file systems
@@ -192,7 +217,7 @@ def test_reflink_on_xfs_shares_blocks(xfs: Path) -> None:
     assert digest(xfs / "dev.raw") != digest(base)
 
 
-def test_disk_full_during_clone(tmp_path: Path) -> None:
+def test_disk_full_during_clone_is_no_space_and_leaves_nothing(tmp_path: Path) -> None:
     reason = _root_with("mount")
     if reason:
         pytest.skip(reason)
@@ -200,10 +225,9 @@ def test_disk_full_during_clone(tmp_path: Path) -> None:
     make_sparse(base, 3 * GiB, 100)
     with mounted(["-t", "tmpfs", "-o", "size=60m", "tmpfs"], tmp_path / "small") as small:
         disk = small / "dev.raw"
-        disk.write_bytes(b"previous group disk")
-        with pytest.raises(cow.CloneError) as info:
+        with pytest.raises(nc.NoSpace) as info:
             cow.clone_image(base, disk)
-        assert "not enough free space" in str(info.value)
-        assert disk.read_bytes() == b"previous group disk"  # untouched
-        assert sorted(os.listdir(small)) == ["dev.raw"]  # no temporary left
+        assert info.value.exit_status == 4
+        assert "no space left" in str(info.value) and "nothing half-written" in str(info.value)
+        assert os.listdir(small) == []  # no image, no partial
         assert shutil.disk_usage(small).used < 1 * MiB

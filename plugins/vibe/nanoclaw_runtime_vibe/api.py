@@ -12,20 +12,16 @@ from __future__ import annotations
 
 import os
 
-from nanoclaw_runtimes_core.models import StatsRow
+import nanoclaw_runtimes_core as nc
 
 
 def reset_vibe_image(group: str, *, root: str | os.PathLike[str] = ".") -> list[str]:
-    """Delete ``group``'s disk (waiting for a running execution of the group); the next run
-    clones it again from its base. Returns what was removed."""
-    from nanoclaw_runtimes_core import Runtimes
-
-    return Runtimes(root).reset(group, runtime="vibe")
+    """Power off ``group``'s warm VM and delete its disk (waiting for a running execution of
+    the group); the next run clones it again from its base. Returns what was removed."""
+    return nc.Runtimes(root).reset(group, runtime="vibe")
 
 
-def get_vibe_image_stats(*, root: str | os.PathLike[str] = ".") -> list[StatsRow]:
-    """One row per image (group disks and bases): group, kind, apparent and allocated MB,
-    modified time."""
-    from nanoclaw_runtimes_core import Runtimes
-
-    return Runtimes(root).stats(["vibe"])
+def get_vibe_image_stats(*, root: str | os.PathLike[str] = ".") -> list[nc.StatsRow]:
+    """One row per image (group disks, bases, clones in progress) and per warm VM: group,
+    kind, apparent and allocated MB, modified time."""
+    return nc.Runtimes(root).stats(["vibe"])

@@ -3,36 +3,48 @@
 Best to worst: a reflink (``ioctl(FICLONE)`` on Linux btrfs/XFS/bcachefs,
 ``clonefile(2)`` on macOS APFS) shares the blocks and takes constant time; a
 sparse copy copies only the allocated extents (``SEEK_DATA``/``SEEK_HOLE`` with
-``os.copy_file_range``, else ``pread``/``pwrite`` of those extents), so holes
-stay holes; where the file system cannot report extents, a scan copies every
-block but writes only the non-zero ones (still sparse). The clone is written
-under a temporary name in the destination folder, fsynced, then renamed, so an
-interruption never leaves a half image under the real name.
+``os.copy_file_range``, else ``pread``/``pwrite``), so holes stay holes; where
+the file system cannot report extents, a scan reads every block but writes only
+the non-zero ones (still sparse).
+
+Every clone is written into a *partial*: a hidden sibling of the destination,
+``.{name}.partial-{token}``, locked (``flock``) by the process writing it for as
+long as it writes. It is fsynced and renamed onto the destination only when
+complete, so a crash, a kill or a full disk never leaves a half image under the
+real name; :func:`sweep_partials` removes the partials whose writer died (the
+lock is free) and never one in progress.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import secrets
-import shutil
+import stat
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
-from attrs import define
+from attrs import frozen
 
-from nanoclaw_runtimes_core.errors import UserError
+import nanoclaw_runtimes_core as nc
 
 Method = Literal["reflink", "clonefile", "sparse", "sparse-scan"]
 
 FICLONE = 0x40049409  # _IOW(0x94, 9, int)
 CHUNK = 8 * 2**20
-TEMP_TAG = ".partial-"
+PARTIAL_TAG = ".partial-"
+BUILD_TAG = ".build-"
+NEW_SUFFIX = ".new"
+NEW_GRACE_S = 60.0
+"""A ``.new`` name lives for the instant between creating and locking; older ones are dead."""
+OWNER = ".owner"
 
-# Errors meaning "this file system / kernel cannot do that", so try the next method.
+# "This file system / kernel cannot do that": try the next method.
 _UNSUPPORTED = {
     errno.EOPNOTSUPP,
     errno.ENOTSUP,
@@ -43,13 +55,10 @@ _UNSUPPORTED = {
     errno.EPERM,
     errno.EBADF,
 }
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-class CloneError(UserError):
-    """A clone failed; nothing was left under the destination name."""
-
-
-@define(frozen=True, kw_only=True)
+@frozen(kw_only=True)
 class CloneResult:
     """How a clone was made: the method and how many bytes were really copied."""
 
@@ -58,89 +67,171 @@ class CloneResult:
     bytes_copied: int
 
 
-def temp_name(final: Path) -> Path:
-    """A temporary sibling of ``final``: hidden, tagged with our pid so stale ones can be found."""
-    return final.with_name(f".{final.name}{TEMP_TAG}{os.getpid()}-{secrets.token_hex(4)}")
+def allocated_bytes(path: Path) -> int:
+    """What a file really costs on disk (``st_blocks * 512``)."""
+    return os.stat(path).st_blocks * 512
 
 
-def _pid_alive(pid: int) -> bool:
+def no_space(target: Path, exc: OSError, *, needed: int | None = None) -> nc.NoSpace:
+    """The error for a full disk while writing ``target`` (nothing half-written is kept)."""
+    need = f" (needs about {needed / 2**20:.0f} MB)" if needed else ""
+    return nc.NoSpace(
+        f"no space left in {target.parent} while writing {target.name}{need}: {exc.strerror}; "
+        "nothing half-written was kept. Free some space, or put VIBE_IMAGES_DIR on a file "
+        "system with reflinks (APFS, btrfs, XFS), where a clone costs no space"
+    )
+
+
+# --------------------------------------------------------------------------- partials
+
+
+def _token() -> str:
+    return f"{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _lock_nb(fd: int) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
         return False
-    except PermissionError:
-        return True
     return True
 
 
-def stale_temps(final: Path, *, include_live: bool = False) -> list[Path]:
-    """Temporaries of ``final`` left by processes that died (or all of them with include_live)."""
-    prefix = f".{final.name}{TEMP_TAG}"
-    found: list[Path] = []
+class Partial:
+    """An owner-locked temporary file beside ``final``; see :func:`partial_file`."""
+
+    def __init__(self, final: Path, path: Path, fd: int) -> None:
+        self.final, self.path, self.fd = final, path, fd
+
+
+@contextlib.contextmanager
+def partial_file(final: Path, *, mode: int = 0o600) -> Iterator[Partial]:
+    """Yield a new, empty, locked partial of ``final``; when the ``with`` block ends without an
+    exception it is fsynced and renamed onto ``final`` (replacing it), else removed.
+
+    A full disk (``ENOSPC``/``EDQUOT``, also at fsync) becomes :class:`nc.NoSpace`.
+    """
+    token = _token()
+    path = final.with_name(f".{final.name}{PARTIAL_TAG}{token}")
+    # Created under a .new name and locked before it gets its sweepable name: a sweeper
+    # never sees an unlocked partial that is still being written.
+    new = path.with_name(path.name + NEW_SUFFIX)
     try:
-        entries = list(os.scandir(final.parent))
-    except FileNotFoundError:
-        return found
-    for entry in entries:
-        if not entry.name.startswith(prefix):
-            continue
-        pid_text = entry.name[len(prefix) :].split("-", 1)[0]
-        if include_live or not pid_text.isdigit() or not _pid_alive(int(pid_text)):
-            found.append(Path(entry.path))
-    return found
-
-
-def remove_stale_temps(final: Path, *, include_live: bool = False) -> list[Path]:
-    """Delete the stale temporaries of ``final``; return what was removed."""
-    removed = []
-    for p in stale_temps(final, include_live=include_live):
-        with contextlib.suppress(FileNotFoundError):
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            else:
-                p.unlink()
-            removed.append(p)
-    return removed
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
+        fd = os.open(new, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno in _FULL:
+            raise no_space(final, exc) from None
+        raise
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(new, path)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(new)
+        raise
+    done = False
+    try:
+        yield Partial(final, path, fd)
         try:
             os.fsync(fd)
-        finally:
-            os.close(fd)
+        except OSError as exc:
+            if exc.errno in _FULL:
+                raise no_space(final, exc) from None
+            raise
+        os.rename(path, final)
+        done = True
+        fsync_dir(final.parent)
+    finally:
+        if not done:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        os.close(fd)
 
 
 @contextlib.contextmanager
 def atomic_output(final: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``final``; on success fsync it and rename it onto ``final``.
+    """Yield the path of a locked partial of ``final`` to write (by path); on success it is
+    fsynced and renamed onto ``final``, on any exception removed."""
+    with partial_file(final) as part:
+        yield part.path
 
-    On any exception (KeyboardInterrupt and a full disk included) the temporary
-    is removed and ``final`` is left as it was.
-    """
-    tmp = temp_name(final)
+
+@contextlib.contextmanager
+def build_folder(final: Path) -> Iterator[Path]:
+    """A hidden work folder beside ``final`` (``.{name}.build-{token}``), owner-locked for the
+    ``with`` block and removed at its end; a killed builder's folder is swept."""
+    token = _token()
+    folder = final.with_name(f".{final.name}{BUILD_TAG}{token}")
+    new = folder.with_name(folder.name + NEW_SUFFIX)
+    new.mkdir(mode=0o700)
     try:
-        yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
+        owner = nc.OwnerLock(new / OWNER)
+        os.rename(new, folder)
+    except BaseException:
+        nc.remove_tree(new)
+        raise
+    try:
+        yield folder
+    finally:
+        with contextlib.suppress(OSError):
+            nc.remove_tree(folder)
+        owner.release()
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (best effort)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, final)
-        _fsync_dir(final.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-            tmp.unlink()
-        raise
+
+
+def leftover_state(path: Path) -> Literal["live", "dead", "not-ours"]:
+    """Whether a partial or build folder in an images folder is being written (``live``), was
+    left by a writer that died (``dead``), or is not one of ours."""
+    name = path.name
+    if not name.startswith(".") or (PARTIAL_TAG not in name and BUILD_TAG not in name):
+        return "not-ours"
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return "not-ours"
+    if name.endswith(NEW_SUFFIX):
+        return "dead" if time.time() - st.st_mtime > NEW_GRACE_S else "live"
+    if stat.S_ISDIR(st.st_mode):
+        return "live" if nc.owner_alive(path / OWNER) else "dead"
+    if not stat.S_ISREG(st.st_mode):
+        return "dead"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return "not-ours"
+    try:
+        return "dead" if _lock_nb(fd) else "live"
+    finally:
+        os.close(fd)
+
+
+def sweep_partials(folder: Path) -> list[Path]:
+    """Remove the partials and build folders in ``folder`` whose writer died; return them."""
+    removed = []
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            path = Path(entry.path)
+            if leftover_state(path) == "dead":
+                with contextlib.suppress(OSError):
+                    nc.remove_tree(path)
+                    removed.append(path)
+    return removed
 
 
 # --------------------------------------------------------------------------- methods
 
 
 def _reflink_linux(src_fd: int, dst_fd: int) -> bool:
-    import fcntl
-
     try:
         fcntl.ioctl(dst_fd, FICLONE, src_fd)
     except OSError as exc:
@@ -182,42 +273,48 @@ def data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
         pos = end
 
 
-def _copy_range(src_fd: int, dst_fd: int, offset: int, length: int, state: dict) -> None:
-    done = 0
-    while done < length:
-        n = min(CHUNK, length - done)
-        copied = 0
-        if state["cfr"]:
-            try:
-                copied = os.copy_file_range(src_fd, dst_fd, n, offset + done, offset + done)
-            except OSError as exc:
-                if exc.errno not in _UNSUPPORTED:
-                    raise
-                state["cfr"] = False
-        if not copied:
-            buf = os.pread(src_fd, n, offset + done)
-            if not buf:
-                return  # file shrank under us: nothing more to copy
-            copied = os.pwrite(dst_fd, buf, offset + done)
-        done += copied
-        state["progress"](copied)
+class _Copier:
+    def __init__(self, src_fd: int, dst_fd: int, progress: Callable[[int], None]) -> None:
+        self.src_fd, self.dst_fd, self.progress = src_fd, dst_fd, progress
+        self.cfr = hasattr(os, "copy_file_range")
+
+    def range(self, offset: int, length: int) -> None:
+        done = 0
+        while done < length:
+            n = min(CHUNK, length - done)
+            copied = 0
+            if self.cfr:
+                try:
+                    copied = os.copy_file_range(
+                        self.src_fd, self.dst_fd, n, offset + done, offset + done
+                    )
+                except OSError as exc:
+                    if exc.errno not in _UNSUPPORTED:
+                        raise
+                    self.cfr = False
+            if not copied:
+                buf = os.pread(self.src_fd, n, offset + done)
+                if not buf:
+                    return  # the file shrank under us: nothing more to copy
+                copied = os.pwrite(self.dst_fd, buf, offset + done)
+            done += copied
+            self.progress(copied)
 
 
 def _sparse_copy(src_fd: int, dst_fd: int, size: int, progress: Callable[[int], None]) -> int:
-    state = {"cfr": hasattr(os, "copy_file_range"), "progress": progress}
+    copier = _Copier(src_fd, dst_fd, progress)
     total = 0
     for offset, length in data_extents(src_fd, size):
-        _copy_range(src_fd, dst_fd, offset, length, state)
+        copier.range(offset, length)
         total += length
     return total
 
 
 def _scan_copy(src_fd: int, dst_fd: int, size: int, progress: Callable[[int], None]) -> int:
-    """For file systems without SEEK_DATA: read all, write only non-zero blocks."""
+    """For file systems without SEEK_DATA: read everything, write only non-zero blocks."""
     block = 64 * 1024
     zero = bytes(block)
-    total = 0
-    offset = 0
+    total = offset = 0
     while offset < size:
         buf = os.pread(src_fd, CHUNK, offset)
         if not buf:
@@ -236,39 +333,26 @@ def _seek_data_works(fd: int) -> bool:
     try:
         os.lseek(fd, 0, os.SEEK_DATA)
     except OSError as exc:
-        return exc.errno == errno.ENXIO  # empty or all-hole file: still supported
+        return exc.errno == errno.ENXIO  # an empty or all-hole file: still supported
     return True
 
 
-def copy_into(
-    src: Path,
-    dst: Path,
+def copy_fd(
+    src_fd: int,
+    dst_fd: int,
     *,
     allow_reflink: bool = True,
     progress: Callable[[int], None] = lambda n: None,
 ) -> tuple[Method, int]:
-    """Clone ``src`` into the new file ``dst`` (which must not exist); no rename, no cleanup."""
-    if allow_reflink and sys.platform == "darwin" and _clonefile_macos(src, dst):
-        return "clonefile", 0
-    src_fd = os.open(src, os.O_RDONLY)
-    try:
-        size = os.fstat(src_fd).st_size
-        dst_fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            if (
-                allow_reflink
-                and sys.platform.startswith("linux")
-                and _reflink_linux(src_fd, dst_fd)
-            ):
-                return "reflink", 0
-            os.ftruncate(dst_fd, size)  # the holes
-            if _seek_data_works(src_fd):
-                return "sparse", _sparse_copy(src_fd, dst_fd, size, progress)
-            return "sparse-scan", _scan_copy(src_fd, dst_fd, size, progress)
-        finally:
-            os.close(dst_fd)
-    finally:
-        os.close(src_fd)
+    """Clone the open file ``src_fd`` into the empty open file ``dst_fd``; returns the method
+    and the bytes really copied (0 for a reflink)."""
+    size = os.fstat(src_fd).st_size
+    if allow_reflink and sys.platform.startswith("linux") and _reflink_linux(src_fd, dst_fd):
+        return "reflink", 0
+    os.ftruncate(dst_fd, size)  # the holes
+    if _seek_data_works(src_fd):
+        return "sparse", _sparse_copy(src_fd, dst_fd, size, progress)
+    return "sparse-scan", _scan_copy(src_fd, dst_fd, size, progress)
 
 
 def clone_image(
@@ -277,26 +361,63 @@ def clone_image(
     *,
     allow_reflink: bool = True,
     progress: Callable[[int], None] = lambda n: None,
+    check_source: Callable[[os.stat_result], None] | None = None,
 ) -> CloneResult:
-    """Clone ``src`` to ``dst`` atomically (temporary name, fsync, rename) and say how.
+    """Clone ``src`` onto ``dst`` through a locked partial (fsync, rename) and say how.
 
-    Raises :class:`CloneError` with a plain message on a full disk or an I/O
-    error; the destination is then as it was before and no temporary remains.
+    ``check_source`` is called with the status of the opened source before anything is
+    written (to refuse a file that must not be cloned). A full disk raises
+    :class:`nc.NoSpace`; the destination is then as it was and no partial remains.
     """
+    src_fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        with atomic_output(dst) as tmp:
-            method, copied = copy_into(src, tmp, allow_reflink=allow_reflink, progress=progress)
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise CloneError(
-                f"not enough free space in {dst.parent} to clone {src.name} into {dst.name} "
-                f"(needs about {allocated_bytes(src) / 2**20:.0f} MB): free some space, "
-                f"or put VIBE_IMAGES_DIR on a file system with reflinks (APFS, btrfs, XFS)"
-            ) from exc
-        raise CloneError(f"could not clone {src} to {dst}: {exc}") from exc
-    return CloneResult(path=dst, method=method, bytes_copied=copied)
+        st = os.fstat(src_fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise nc.UserError(f"{src} is not a regular file; a base must be a raw disk image")
+        if check_source is not None:
+            check_source(st)
+        if allow_reflink and sys.platform == "darwin":
+            tmp = dst.with_name(f".{dst.name}{PARTIAL_TAG}{_token()}{NEW_SUFFIX}")
+            try:
+                cloned = _clonefile_macos(src, tmp)
+            except OSError as exc:
+                if exc.errno in _FULL:
+                    raise no_space(dst, exc) from None
+                raise
+            if cloned:
+                try:
+                    os.rename(tmp, dst)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp)
+                    raise
+                fsync_dir(dst.parent)
+                return CloneResult(path=dst, method="clonefile", bytes_copied=0)
+        needed = st.st_blocks * 512
+        try:
+            with partial_file(dst) as part:
+                method, copied = copy_fd(
+                    src_fd, part.fd, allow_reflink=allow_reflink, progress=progress
+                )
+        except OSError as exc:
+            if exc.errno in _FULL:
+                raise no_space(dst, exc, needed=needed) from None
+            raise
+        return CloneResult(path=dst, method=method, bytes_copied=copied)
+    finally:
+        os.close(src_fd)
 
 
-def allocated_bytes(path: Path) -> int:
-    """What a file really costs on disk (``st_blocks * 512``)."""
-    return os.stat(path).st_blocks * 512
+__all__ = [
+    "CloneResult",
+    "Method",
+    "allocated_bytes",
+    "atomic_output",
+    "build_folder",
+    "clone_image",
+    "copy_fd",
+    "data_extents",
+    "leftover_state",
+    "partial_file",
+    "sweep_partials",
+]

@@ -107,7 +107,9 @@ class Engine(Protocol):
         """Whether this engine can boot here (and keep VMs warm); quick, never raises."""
         ...
 
-    def run(self, spec: RunSpec, *, settings: VibeSettings, sink: nc.OutputSink) -> nc.ExecutionResult:
+    def run(
+        self, spec: RunSpec, *, settings: VibeSettings, sink: nc.OutputSink
+    ) -> nc.ExecutionResult:
         """Run one execution in the group's VM: reuse its warm VM when ``spec.boot_key``
         matches and it answers within a bounded time, else boot one (saying why when a warm
         VM was replaced). Stream stdout byte for byte to ``sink.on_stdout`` and blocks to

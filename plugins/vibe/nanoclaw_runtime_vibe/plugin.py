@@ -31,7 +31,9 @@ def prepare(request: nc.PrepareRequest[VibeSettings]) -> str | None:
     Base (no group): build the base."""
     project, settings = request.project, request.settings
     if request.group is not None:
-        return images.ensure_group_disk(project, settings, request.group.folder, progress=request.progress)
+        return images.ensure_group_disk(
+            project, settings, request.group.folder, progress=request.progress
+        )
     target = images.base_path(project, settings)
     with images.base_build_lock(project, target):
         if target.exists() and not request.force:
@@ -40,7 +42,10 @@ def prepare(request: nc.PrepareRequest[VibeSettings]) -> str | None:
         request.progress(f"building {target.name} with the {engine.name} engine", 0.0)
         return engine.build_base(
             BaseBuild(
-                target=target, project_root=project.root, progress=request.progress, options=request.options
+                target=target,
+                project_root=project.root,
+                progress=request.progress,
+                options=request.options,
             ),
             settings=settings,
         )
@@ -87,7 +92,9 @@ def reset(request: nc.GroupRequest[VibeSettings]) -> list[str]:
     removed = engine.stop_warm(request.project, request.group.folder, request.settings)
     if request.scope == "warm":
         return removed
-    return removed + images.reset_group_disk(request.project, request.settings, request.group.folder)
+    return removed + images.reset_group_disk(
+        request.project, request.settings, request.group.folder
+    )
 
 
 @nc.hookimpl
