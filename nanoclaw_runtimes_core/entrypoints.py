@@ -50,8 +50,10 @@ def _cache_file() -> Path:
 
 
 def _key() -> str:
+    # sys.path[0] is the script's folder or the current one: its mtime changes with every file
+    # written there, and distributions are not installed into it.
     parts = []
-    for entry in sys.path:
+    for entry in sys.path[1:]:
         try:
             parts.append(f"{entry}\0{os.stat(entry or '.').st_mtime_ns}")
         except OSError:

@@ -13,6 +13,8 @@ DEB_PACKAGES=(
   e2fsprogs             # mkfs.ext4 -d: base images without root mounts
   xfsprogs              # mkfs.xfs -m reflink=1: tests of the reflink clone path
   cpio                  # packing the guest initramfs
+  gcc                   # the QEMU engine's guest program (a static C program)
+  libc6-dev             # the C library's static files for it
   procps                # ps, for leak checks in tests
 )
 

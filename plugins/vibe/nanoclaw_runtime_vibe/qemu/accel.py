@@ -16,6 +16,7 @@ import select
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from attrs import define
@@ -67,12 +68,27 @@ def probe_argv(qemu: str, files: KernelFiles) -> list[str]:
     ]
 
 
+def _die_with_parent() -> Callable[[], None]:
+    """A ``preexec_fn``: the probe is killed if this process dies (a hung KVM probe must not
+    outlive a host process killed while it waits)."""
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def setup() -> None:  # pragma: no cover - runs in the forked child
+        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+    return setup
+
+
 def boot_within(argv: list[str], marker: str, timeout_s: float) -> tuple[bool, str]:
     """Run ``argv`` until ``marker`` shows on stdout or ``timeout_s`` passes; always reaps it.
 
     Returns (seen, output tail)."""
     proc = subprocess.Popen(
         argv,
+        preexec_fn=_die_with_parent(),
+        env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -127,6 +143,21 @@ def host_info(qemu: str, files: KernelFiles, requested: str) -> HostInfo:
     return HostInfo(
         accel="tcg", reason=f"KVM unusable: {kvm['reason']}; using TCG", tsc_khz=cached["tsc_khz"]
     )
+
+
+def describe(requested: str) -> str:
+    """The accelerator as ``status`` reports it, from the cached verdict (no test boot)."""
+    if requested == "tcg":
+        return "TCG (VIBE_QEMU_ACCEL=tcg)"
+    why_not = kvm_usable()
+    if why_not:
+        return f"TCG ({why_not})"
+    with contextlib.suppress(OSError, ValueError):
+        cached = json.loads(cache_file().read_text())
+        if cached.get("key", {}).get("boot_id") == boot_id() and "kvm" in cached:
+            kvm = cached["kvm"]
+            return "KVM" if kvm.get("ok") else f"TCG ({kvm.get('reason')})"
+    return "KVM if a bounded test boot works (tried at the first boot), else TCG"
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -1,14 +1,16 @@
 """``prepare --base vibe`` on Linux: a sparse ext4 raw image made without mounting anything.
 
-- ``minimal``: busybox only, in a second or two (tests, demos).
+- ``minimal``: busybox only, in a second or two (tests, demos); its default agent is a
+  busybox ``sh``/``awk`` example agent (:data:`MINIMAL_AGENT`).
 - full: a Debian root file system from Debian's packages (``mmdebstrap``, else
   ``debootstrap``) with git, Node.js, npm, Python and the agent CLIs that npm
-  can install, then ``mkfs.ext4 -d`` writes it into the image.
+  can install, then ``mkfs.ext4 -d`` writes it into the image; its default agent is the
+  core's example agent, run by the base's python3.
 
-Both write the image under a temporary name beside the target and rename it
-at the end (``cow.atomic_output``), and rebuild the kernel files beside it
-(``kernel/``) the same way: an interrupted build leaves the previous base as
-it was.
+Both write the image as an owner-locked partial beside the target and rename it at the
+end (``cow.atomic_output``), rebuild the kernel files beside it (``kernel/``) the same way,
+and record the base's default agent (``images.write_base_info``): an interrupted build
+leaves the previous base as it was, and only temporaries that the next run sweeps.
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ import os
 import shlex
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import nanoclaw_runtimes_core as nc
 from nanoclaw_runtimes_core.errors import EngineUnavailable, UserError
 
-from ..cow import allocated_bytes, atomic_output
+from ..cow import allocated_bytes, atomic_output, build_folder
 from ..engines import BaseBuild
 from . import kernel
 
@@ -55,6 +57,31 @@ AGENT_CLIS = (
 """npm packages tried one by one; a failure is reported, not fatal."""
 
 Progress = Callable[[str, "float | None"], None]
+
+MINIMAL_AGENT_PATH = "/usr/local/bin/nanoclaw-example-agent"
+MINIMAL_AGENT = ("/bin/sh", MINIMAL_AGENT_PATH)
+"""The minimal base's default agent: busybox sh and awk, no Python."""
+DEBIAN_AGENT = ("python3", nc.EXAMPLE_AGENT)
+"""The Debian base's default agent: the core's example agent (also shown by the engine)."""
+
+
+def _install_example_agents(root: Path, *, python: bool) -> None:
+    """Put the example agent(s) into a root file system being built."""
+    agent = root / MINIMAL_AGENT_PATH.lstrip("/")
+    agent.parent.mkdir(parents=True, exist_ok=True)
+    agent.write_bytes(kernel.guest_file("minimal-agent.sh"))
+    os.chmod(agent, 0o755)
+    if python:
+        target = root / nc.EXAMPLE_AGENT.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(nc.example_agent_file(), target)
+        os.chmod(target, 0o644)
+
+
+def _record(build: BaseBuild, agent: Sequence[str], kind: str, **info: object) -> None:
+    from .. import images
+
+    images.write_base_info(build.target, agent=agent, kind=kind, engine="qemu", **info)
 
 
 def mkfs_ext4(root: Path, image: Path, *, size_gib: int, label: str = "nanoclaw") -> None:
@@ -110,20 +137,22 @@ def minimal_rootfs(root: Path, busybox: Path) -> None:
         'NAME="nanoclaw minimal"\nID=nanoclaw-minimal\nPRETTY_NAME="nanoclaw minimal (busybox)"\n'
     )
     os.chmod(root / "tmp", 0o1777)
+    _install_example_agents(root, python=False)
 
 
 def build_minimal(build: BaseBuild, *, size_gib: int) -> str:
     """The busybox base: seconds, a few MB allocated."""
     busybox = kernel.find_busybox()
     build.progress("writing a busybox root file system", 0.1)
-    with tempfile.TemporaryDirectory(prefix=".minimal-", dir=build.target.parent) as tmp:
-        root = Path(tmp) / "root"
+    with build_folder(build.target) as tmp:
+        root = tmp / "root"
         minimal_rootfs(root, busybox)
         build.progress(f"writing {build.target.name} ({size_gib} GiB sparse ext4)", 0.4)
         with atomic_output(build.target) as image:
             mkfs_ext4(root, image, size_gib=size_gib)
             build.progress("preparing the guest kernel and initramfs", 0.7)
             files = kernel.build_kernel_dir(kernel.kernel_dir(build.target.parent))
+    _record(build, MINIMAL_AGENT, "minimal")
     build.progress("done", 1.0)
     return _summary(build.target, "minimal busybox base", files)
 
@@ -210,7 +239,8 @@ def build_debian(build: BaseBuild, *, size_gib: int, suite: str, clis: Sequence[
         )
     if mmdebstrap is None and os.geteuid() != 0:
         raise EngineUnavailable("debootstrap needs root: run as root or install mmdebstrap")
-    with tempfile.TemporaryDirectory(prefix=".debian-", dir=build.target.parent) as tmp:
+    with build_folder(build.target) as tmp_path:
+        tmp = str(tmp_path)
         root = Path(tmp) / "root"
         packages = ",".join(DEBIAN_PACKAGES)
         if mmdebstrap is not None:
@@ -221,6 +251,12 @@ def build_debian(build: BaseBuild, *, size_gib: int, suite: str, clis: Sequence[
             argv += ["--mode=" + ("root" if os.geteuid() == 0 else "unshare")]
             argv += [f"--customize-hook={_npm_hook(clis, host_ca_bundle())}"] if clis else []
             argv += ['--customize-hook=mkdir -p "$1/workspace" "$1/nanoclaw"']
+            agent_dir = shlex.quote(os.path.dirname(nc.EXAMPLE_AGENT))
+            agent_src = shlex.quote(str(nc.example_agent_file()))
+            argv += [
+                f'--customize-hook=mkdir -p "$1"{agent_dir} && '
+                f'cp {agent_src} "$1"{shlex.quote(nc.EXAMPLE_AGENT)}'
+            ]
             argv += [suite, str(tarball)]
             build.progress(f"mmdebstrap {suite} (Debian packages)", 0.02)
             _run_logged(argv, build.progress, 0.02, 0.85)
@@ -233,6 +269,7 @@ def build_debian(build: BaseBuild, *, size_gib: int, suite: str, clis: Sequence[
             _run_logged(argv, build.progress, 0.02, 0.7)
             (root / "workspace").mkdir(exist_ok=True)
             (root / "nanoclaw").mkdir(exist_ok=True)
+            _install_example_agents(root, python=True)
             if clis:
                 build.progress("installing the agent CLIs with npm", 0.7)
                 _run_logged(
@@ -249,6 +286,7 @@ def build_debian(build: BaseBuild, *, size_gib: int, suite: str, clis: Sequence[
             build.progress("preparing the guest kernel and initramfs", 0.95)
             files = kernel.build_kernel_dir(kernel.kernel_dir(build.target.parent))
         report = _cli_report(source, clis_file)
+    _record(build, DEBIAN_AGENT, "debian", suite=suite)
     build.progress("done", 1.0)
     return _summary(build.target, f"Debian {suite}", files, report)
 

@@ -1,395 +1,441 @@
-"""The QEMU engine of the vibe runtime: boots a group's ext4 raw disk on Linux.
+"""The QEMU engine of the vibe runtime: a group's disk booted on Linux, kept warm between runs.
 
-One boot: lock the disk, start one virtiofsd per share, boot QEMU's
-``microvm`` machine with the host's cloud kernel and our initramfs, stream the
-serial console (stdout) through the runtime's decoder, and tear everything
-down on every way out. The guest init (``guest/init``) mounts the disk and the
-shares, runs the script chrooted into the disk and powers off.
+A run goes to the group's warm VM when one is booted with the same boot key and answers
+within :data:`WARM_ANSWER_S`; otherwise the old VM (if any) is powered off or killed,
+saying why, and a fresh one boots (:mod:`.launch`). The run itself is
+:func:`.runner.execute`. After the run the VM stays booted for ``keepWarm`` ms, then the
+guest powers itself off, whatever became of the host process that started it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shlex
+import re
 import shutil
-import signal
+import socket
 import subprocess
-import tempfile
-import threading
-from collections.abc import Callable, Sequence
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import attrs
+from attrs import frozen
 
-from nanoclaw_runtimes_core.errors import EngineUnavailable, UserError
-from nanoclaw_runtimes_core.models import EngineStatus, Mount, OutputSink
-from nanoclaw_runtimes_core.process import ProcessResult, run_streaming
+import nanoclaw_runtimes_core as nc
 
-from ..engines import GUEST_RUN_DIR, BaseBuild, BootSpec
-from . import accel, kernel, virtiofs
-from .cpio import CpioWriter
-from .disklock import DiskLock, pidfile_for
+from ..engines import BaseBuild, RunSpec, WarmVm
+from . import accel, kernel, launch, runner, virtiofs, vmstate
+from .channel import Channel, ChannelClosed, open_folder, socket_path
 
 if TYPE_CHECKING:
-    from nanoclaw_runtimes_core.protocol import MarkerDecoder
+    from ..settings import VibeSettings
 
+WARM_ANSWER_S = 5.0
+"""How long a warm VM may take to answer before it is taken for hung and replaced."""
 BOOT_TIMEOUT_TCG_S = 30
 BOOT_TIMEOUT_KVM_S = 10
-CONSOLE_TAIL = 2000
-GRACE_S = 3.0
-
-# Kernel arguments, each for a measured reason:
-#   tsc_early_khz/tsc=reliable  skip TSC calibration, which hangs TCG boots (see tsc.py)
-#   mitigations=off             one guest per VM: no cross-tenant side channels to close,
-#                               and page-table isolation is costly under TCG
-#   cryptomgr.notests           skips ~0.7 s of crypto self-tests under TCG
-#   8250.nr_uarts=1             one serial port to probe, not 32
-#   pci=off                     microvm has no PCI bus (its virtio devices are found through
-#                               ACPI): skips probing for one, ~0.1 s under TCG
-BASE_APPEND = (
-    "console=ttyS0",
-    "panic=-1",
-    "mitigations=off",
-    "cryptomgr.notests",
-    "8250.nr_uarts=1",
-    "pci=off",
+POWER_OFF_S = 15.0
+MAX_FILE = 8 * 2**20
+"""Largest file (a read-only file mount or a mask's content) sent to the guest per run."""
+ISOLATION = frozenset(
+    {nc.ISOLATION_FILESYSTEM, nc.ISOLATION_PID, nc.ISOLATION_NETWORK, nc.ISOLATION_MASKS}
 )
 
 
-def setting(settings: Any, name: str, default: Any) -> Any:
-    """A setting of the QEMU engine, or its default while the settings class lacks it."""
-    value = getattr(settings, name, None)
-    return default if value in (None, "") else value
+@frozen
+class _Vm:
+    folder: Path
+    folder_fd: int
+    channel: Channel
+    console: launch.Console | None
 
 
-def find_qemu(settings: Any) -> str | None:
+def find_qemu(settings: VibeSettings) -> str | None:
     """The QEMU executable named by ``VIBE_QEMU`` (a path or a name on PATH), or None."""
-    name = str(setting(settings, "qemu_binary", "qemu-system-x86_64"))
+    name = str(settings.qemu_binary or "qemu-system-x86_64")
     if "/" in name:
         return name if os.access(name, os.X_OK) else None
     return shutil.which(name)
 
 
 def qemu_version(qemu: str) -> str | None:
+    """QEMU's version (``qemu --version``, bounded), or None."""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run([qemu, "--version"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            [qemu, "--version"], capture_output=True, text=True, timeout=10, env=dict(nc.HOST_ENV)
+        )
         first = out.stdout.splitlines()[0] if out.stdout else ""
         return first.replace("QEMU emulator version ", "").strip() or None
     return None
 
 
-@attrs.define
-class _Share:
-    tag: str
-    source: Path
-    guest: str
-    readonly: bool
-    socket: Path
+def _hostname(group: str) -> str:
+    name = re.sub(r"[^a-z0-9-]", "-", group.lower()).strip("-")[:63]
+    return name or "nanoclaw"
 
 
-class BootWatch:
-    """Watches the console for the guest's boot line; kills QEMU when it does not come in time.
+def _read_file(path: Path, what: str) -> bytes:
+    """A host file to show in the guest, read without following a link, size-capped."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise nc.UserError(f"cannot read {path} ({what}): {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if st.st_size > MAX_FILE:
+            raise nc.UserError(
+                f"{path} ({what}) is {st.st_size / 2**20:.0f} MB; the QEMU engine shares single "
+                f"files up to {MAX_FILE // 2**20} MB: share its folder instead"
+            )
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read(MAX_FILE + 1)
+    finally:
+        os.close(fd)
 
-    Also keeps the console's tail for error messages."""
 
-    def __init__(self, timeout_s: float, inner: Callable[[bytes], None] | None) -> None:
-        self.timeout_s = timeout_s
-        self.inner = inner
-        self.booted = threading.Event()
-        self.done = threading.Event()
-        self.hung = False
-        self.tail = b""
-        self._seen = b""
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def feed(self, data: bytes) -> None:
-        if self.inner is not None:
-            self.inner(data)
-        self.tail = (self.tail + data)[-CONSOLE_TAIL:]
-        if not self.booted.is_set():
-            self._seen = (self._seen + data)[-4096:]
-            if kernel.BOOTED.encode() in self._seen:
-                self.booted.set()
-
-    def start(self, proc: subprocess.Popen[bytes]) -> None:
-        self._proc = proc
-        threading.Thread(target=self._watch, daemon=True).start()
-
-    def _watch(self) -> None:
-        if self.booted.wait(self.timeout_s) or self.done.is_set():
-            return
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            self.hung = True
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-
-    def console_tail(self) -> str:
-        from nanoclaw_runtimes_core.protocol import strip_control
-
-        text = strip_control(self.tail.decode("utf-8", errors="replace")).strip()
-        return text[-800:]
+def build_request(spec: RunSpec) -> runner.Request:
+    """The run request the guest gets over its control channel."""
+    agent_mode = spec.input is not None
+    argv = tuple(spec.command) if spec.command is not None else tuple(spec.agent)
+    if not argv:
+        raise nc.UserError("the command to run in the guest is empty")
+    shares = launch.shares_of(spec.mounts)
+    files: list[tuple[str, bytes]] = []
+    shown = {m.container_path for m in spec.mounts}
+    for mount in spec.mounts:
+        if not mount.is_file:
+            continue
+        if not mount.readonly:
+            raise nc.UserError(
+                f"{mount.host_path} is a single file mounted read-write at "
+                f"{mount.container_path}; the QEMU engine shares folders (read-write) and "
+                "single files read-only only: mount its folder instead"
+            )
+        files.append((mount.container_path, _read_file(mount.host_path, mount.container_path)))
+    if nc.EXAMPLE_AGENT not in shown:
+        files.append((nc.EXAMPLE_AGENT, nc.example_agent_file().read_bytes()))
+    folders: list[str] = []
+    for mask in spec.masks:
+        if mask.folder:
+            folders.append(mask.container_path)
+        elif mask.source is not None:
+            files.append((mask.container_path, _read_file(mask.source, mask.reason)))
+        else:
+            files.append((mask.container_path, b""))
+    return runner.Request(
+        argv=argv,
+        env=tuple(spec.env.items()),
+        stdin=spec.input or b"",
+        workdir=nc.WORKDIR,
+        hostname=_hostname(spec.group.folder),
+        not_found=runner.not_found_message(argv, agent_mode),
+        shares=tuple((s.tag, s.guest, s.readonly) for s in shares),
+        files=tuple(files),
+        folders=tuple(folders),
+        keep_warm_ms=spec.keep_warm_ms,
+        agent_mode=agent_mode,
+        timeout_ms=spec.timeout_ms,
+    )
 
 
 class QemuEngine:
-    """Boots group disks with QEMU (``microvm``, KVM when it works, else TCG)."""
+    """Boots group disks with QEMU (``microvm``, KVM when it works, else TCG), warm."""
 
     name = "qemu"
 
     # ------------------------------------------------------------------ status
 
-    def status(self, settings: Any) -> EngineStatus:
-        """Whether QEMU, a guest kernel, busybox and virtiofsd are here; starts no VM."""
+    def status(self, settings: VibeSettings) -> nc.EngineStatus:
+        """QEMU, the guest kernel, virtiofsd, the accelerator, and whether warm VMs work here;
+        starts no VM (the KVM verdict is the cached one of an earlier test boot)."""
         qemu = find_qemu(settings)
         if qemu is None:
-            return EngineStatus(
+            return nc.EngineStatus(
                 available=False,
                 engine=self.name,
-                detail=f"{setting(settings, 'qemu_binary', 'qemu-system-x86_64')} not found",
+                detail=f"{settings.qemu_binary} not found",
                 fix="apt-get install qemu-system-x86 (or set VIBE_QEMU to the QEMU binary)",
             )
         version = qemu_version(qemu)
         try:
             source, kversion = kernel.find_host_kernel()
             kernel.find_busybox()
-            daemon = virtiofs.find_virtiofsd(setting(settings, "qemu_virtiofsd", None))
-        except EngineUnavailable as exc:
-            return EngineStatus(
+            kernel.find_cc()
+        except nc.EngineUnavailable as exc:
+            return nc.EngineStatus(
                 available=False, engine=self.name, version=version, detail=str(exc), fix=str(exc)
             )
-        problem = virtiofs.check_usable(daemon)
-        if problem:
-            return EngineStatus(
-                available=False, engine=self.name, version=version, detail=problem, fix=problem
+        daemon = virtiofs.find_virtiofsd(settings.qemu_virtiofsd)
+        missing = virtiofs.missing_tools()
+        if daemon is None or missing:
+            what = (
+                f"{settings.qemu_virtiofsd or virtiofs.C_VIRTIOFSD} not found"
+                if daemon is None
+                else f"{', '.join(missing)} not found"
             )
-        requested = str(setting(settings, "qemu_accel", "auto"))
-        why_not_kvm = accel.kvm_usable()
-        if requested == "tcg":
-            note = "TCG (VIBE_QEMU_ACCEL=tcg)"
-        elif why_not_kvm:
-            note = f"TCG: {why_not_kvm}"
-        else:
-            note = "KVM if a bounded test boot works at first run, else TCG"
-        return EngineStatus(
+            return nc.EngineStatus(
+                available=False,
+                engine=self.name,
+                version=version,
+                detail=what,
+                fix="apt-get install qemu-system-x86 util-linux (virtiofsd ships with QEMU 7.2)",
+            )
+        try:
+            warm = (
+                f"yes: a VM stays booted keepWarm ms after a run, its state in {vmstate.vms_dir()}"
+            )
+        except (OSError, nc.UserError) as exc:
+            warm = f"no: {exc}"
+        identity = (
+            "guest root is the invoking user on host files"
+            if os.geteuid() != 0
+            else "guest uids 0-65535 are the sandbox user's range on host files"
+        )
+        return nc.EngineStatus(
             available=True,
             engine=self.name,
             version=version,
-            detail=f"{qemu}; guest kernel {kversion} ({source}); virtiofsd {daemon.path}; "
-            f"acceleration: {note}",
+            detail=(
+                f"{qemu}; guest kernel {kversion} ({source}); virtiofsd {daemon} in a user "
+                f"namespace ({identity}); acceleration: {accel.describe(settings.qemu_accel)}; "
+                f"warm runs: {warm}"
+            ),
+            isolation=ISOLATION,
         )
 
-    # ------------------------------------------------------------------ boot
+    # ------------------------------------------------------------------ run
 
-    def boot(
-        self,
-        spec: BootSpec,
-        *,
-        settings: Any,
-        sink: OutputSink,
-        timeout_ms: int,
-        decoder: MarkerDecoder,
-        raw_stdout: Callable[[bytes], None] | None = None,
-        passthrough: bool = False,
-    ) -> ProcessResult:
-        """Boot ``spec.disk`` and run ``spec.script`` (see :class:`..engines.Engine`)."""
+    def run(
+        self, spec: RunSpec, *, settings: VibeSettings, sink: nc.OutputSink
+    ) -> nc.ExecutionResult:
+        """Run in the group's warm VM, or a freshly booted one (see the module docstring)."""
+        request = build_request(spec)
+        folder = vmstate.folder_of(spec.project, spec.group.folder)
+        for attempt in range(2):
+            vm = self._warm(folder, spec, sink) or self._cold(folder, spec, settings)
+            try:
+                result = runner.execute(
+                    vm.channel, request, sink, alive=lambda: vmstate.alive(folder)
+                )
+            except runner.VmLost as exc:
+                self._close(vm)
+                vmstate.kill(folder)
+                if not exc.started and attempt == 0:
+                    sink.on_problem(
+                        f"the group's VM went away before the run started ({exc}); "
+                        "booting a fresh one"
+                    )
+                    continue
+                return nc.ExecutionResult(
+                    exit_code=None,
+                    error=f"the group's VM failed during the run: {exc}; it was killed (the "
+                    "next run boots a fresh one)",
+                    timeout_ms=spec.timeout_ms,
+                )
+            except BaseException:
+                self._after(vm, spec)
+                raise
+            self._after(vm, spec)
+            return result
+        raise AssertionError("unreachable")
+
+    def _after(self, vm: _Vm, spec: RunSpec) -> None:
+        """Keep the VM warm (and say until when), or power it off with keepWarm 0."""
+        if spec.keep_warm_ms == 0:
+            with contextlib.suppress(ChannelClosed):
+                vm.channel.send(["Q"])
+            self._close(vm)
+            if not vmstate.wait_gone(vm.folder, POWER_OFF_S):
+                vmstate.kill(vm.folder)
+            vmstate.remove(vm.folder)
+            return
+        with contextlib.suppress(OSError):
+            vmstate.write_json(
+                vm.folder / vmstate.IDLE, {"idleUntil": time.time() + spec.keep_warm_ms / 1000}
+            )
+        self._close(vm)
+
+    @staticmethod
+    def _close(vm: _Vm) -> None:
+        vm.channel.close()
+        if vm.console is not None:
+            vm.console.close()
+        with contextlib.suppress(OSError):
+            os.close(vm.folder_fd)
+
+    def _warm(self, folder: Path, spec: RunSpec, sink: nc.OutputSink) -> _Vm | None:
+        """The group's warm VM, connected, or None (after replacing one that does not fit)."""
+        group = spec.group.folder
+        if not folder.exists():
+            return None
+        if not vmstate.alive(folder):
+            sink.on_problem(
+                f"the warm VM of group {group!r} was gone ({vmstate.describe_end(folder)}); "
+                "booting a fresh one"
+            )
+            vmstate.remove(folder)
+            return None
+        meta = vmstate.read_json(folder / vmstate.META)
+        if meta.get("bootKey") != spec.boot_key:
+            sink.on_problem(
+                f"the warm VM of group {group!r} was booted with other settings (its disk, "
+                "base, mounts, masks, cpus, ram, network or engine settings changed); "
+                "powering it off and booting a fresh one"
+            )
+            self._power_off(folder)
+            return None
+        try:
+            fd = open_folder(folder)
+        except OSError:
+            return None
+        channel: Channel | None = None
+        try:
+            channel = Channel(fd, connect_timeout=WARM_ANSWER_S)
+            channel.handshake(WARM_ANSWER_S, alive=lambda: vmstate.alive(folder))
+        except (OSError, TimeoutError, ChannelClosed):
+            if channel is not None:
+                channel.close()
+            os.close(fd)
+            if vmstate.wait_gone(folder, 5.0):
+                if folder.exists():  # it died just now: its watcher was still cleaning up
+                    sink.on_problem(
+                        f"the warm VM of group {group!r} was gone "
+                        f"({vmstate.describe_end(folder)}); booting a fresh one"
+                    )
+                    vmstate.remove(folder)
+                return None  # (or it reached its idle end just now and powered off)
+            sink.on_problem(
+                f"the warm VM of group {group!r} did not answer within {WARM_ANSWER_S:.0f} s; "
+                "killing it and booting a fresh one"
+            )
+            vmstate.kill(folder)
+            return None
+        console = None
+        if spec.debug:  # the guest's own messages of this run, on this process's stderr
+            with contextlib.suppress(OSError):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+                sock.settimeout(1.0)
+                sock.connect(socket_path(fd, launch.CONSOLE))
+                sock.settimeout(None)
+                console = launch.Console(sock, True)
+        return _Vm(folder=folder, folder_fd=fd, channel=channel, console=console)
+
+    def _cold(self, folder: Path, spec: RunSpec, settings: VibeSettings) -> _Vm:
+        """Boot a fresh VM for the group."""
+        from .. import images
+
         qemu = find_qemu(settings)
         if qemu is None:
-            raise EngineUnavailable(
+            raise nc.EngineUnavailable(
                 "QEMU not found: install it with `apt-get install qemu-system-x86`, or set "
                 "VIBE_QEMU to the qemu-system-x86_64 binary"
             )
-        daemon = virtiofs.find_virtiofsd(setting(settings, "qemu_virtiofsd", None))
-        problem = virtiofs.check_usable(daemon)
-        if problem:
-            raise EngineUnavailable(problem)
-        files = kernel.ensure_kernel_dir(spec.base.parent)
-        host = accel.host_info(qemu, files, str(setting(settings, "qemu_accel", "auto")))
-        default_boot = BOOT_TIMEOUT_KVM_S if host.accel == "kvm" else BOOT_TIMEOUT_TCG_S
-        boot_timeout = float(setting(settings, "qemu_boot_timeout", 0) or default_boot)
-        debug = bool(getattr(settings, "debug", False))
-        script_guest = f"{GUEST_RUN_DIR}/{spec.script.relative_to(spec.run_dir).as_posix()}"
-
-        with DiskLock(spec.disk):
-            state = Path(tempfile.mkdtemp(prefix="nanoclaw-qemu-"))  # short: socket paths
-            shares_running = virtiofs.ShareSet()
-            watch = BootWatch(boot_timeout, raw_stdout)
-            try:
-                shares = [
-                    _Share(
-                        tag=f"fs{i}",
-                        source=Path(m.host_path),
-                        guest=m.container_path,
-                        readonly=m.readonly,
-                        socket=state / f"fs{i}.sock",
-                    )
-                    for i, m in enumerate(_checked_mounts(spec.mounts))
-                ]
-                initrd = state / "initrd.img"
-                write_run_initrd(files.initrd, initrd, shares, script_guest)
-                shares_running.start(
-                    daemon, [(s.source, s.socket, s.readonly) for s in shares], state / "fs.log"
-                )
-                argv = qemu_argv(
-                    qemu,
-                    files=files,
-                    initrd=initrd,
-                    host=host,
-                    disk=spec.disk,
-                    shares=shares,
-                    cpus=spec.cpus,
-                    ram_mb=spec.ram_mb,
-                    network=str(setting(settings, "qemu_network", "none")),
-                    extra=shlex.split(str(setting(settings, "qemu_extra_args", ""))),
-                    debug=debug,
-                )
-                env = {**os.environ, **spec.env}
-                result = run_streaming(
-                    argv,
-                    timeout_ms=timeout_ms,
-                    sink=sink,
-                    env=env,
-                    decoder=decoder,
-                    passthrough=passthrough,
-                    grace_s=GRACE_S,
-                    raw_stdout=watch.feed,
-                    die_with_parent=True,
-                    on_start=watch.start,
-                )
-            finally:
-                watch.done.set()
-                shares_running.close()
-                shutil.rmtree(state, ignore_errors=True)
-        return self._explain(result, watch, host, boot_timeout)
-
-    def _explain(
-        self, result: ProcessResult, watch: BootWatch, host: accel.HostInfo, boot_timeout: float
-    ) -> ProcessResult:
-        """Turn a boot that hung or failed into a result whose error says so, console tail
-        included."""
-        if result.timed_out or watch.booted.is_set():
-            return result
-        tail = watch.console_tail()
-        hint = "; set VIBE_DEBUG=1 to see the kernel's messages"
-        if watch.hung:
-            message = (
-                f"the VM did not finish booting within {boot_timeout:.0f} s "
-                f"({host.accel.upper()}) and was killed"
+        daemon = virtiofs.find_virtiofsd(settings.qemu_virtiofsd)
+        if daemon is None:
+            raise nc.EngineUnavailable(
+                f"virtiofsd not found ({settings.qemu_virtiofsd or virtiofs.C_VIRTIOFSD}): "
+                "install qemu-system-x86 (QEMU 7.2 ships it), or set VIBE_QEMU_VIRTIOFSD"
             )
-            code = -signal.SIGKILL
-        else:
-            message = f"the VM stopped before it finished booting (qemu exit {result.exit_code})"
-            code = result.exit_code if result.exit_code else 1
-        stderr = result.stderr_tail.strip()
-        detail = message + (f"; qemu: {stderr}" if stderr else "")
-        detail += f"; console: {tail}" if tail else "; no console output" + hint
-        return attrs.evolve(result, exit_code=code, stderr_tail=detail)
+        if folder.exists():
+            vmstate.kill(folder)
+        files = kernel.ensure_kernel_dir(spec.base.parent)
+        host = accel.host_info(qemu, files, settings.qemu_accel)
+        default = BOOT_TIMEOUT_KVM_S if host.accel == "kvm" else BOOT_TIMEOUT_TCG_S
+        plan = launch.BootPlan(
+            qemu=qemu,
+            daemon=daemon,
+            files=files,
+            host=host,
+            disk=spec.disk,
+            disk_lock=images.disk_lock_path(spec.disk),
+            shares=launch.shares_of(spec.mounts),
+            cpus=spec.cpus,
+            ram_mb=spec.ram_mb,
+            network=spec.network,
+            keep_warm_ms=spec.keep_warm_ms,
+            user=spec.user,
+            group=spec.group.folder,
+            boot_key=spec.boot_key,
+            boot_timeout_s=float(settings.qemu_boot_timeout or default),
+            debug=spec.debug,
+        )
+        booted = launch.boot(plan, folder)
+        return _Vm(
+            folder=folder,
+            folder_fd=booted.folder_fd,
+            channel=booted.channel,
+            console=booted.console if spec.debug else None,
+        )
+
+    # ------------------------------------------------------------------ warm VMs
+
+    def _power_off(self, folder: Path) -> None:
+        """Power a VM off cleanly (bounded), else kill it; its folder is gone after."""
+        try:
+            fd = open_folder(folder)
+        except OSError:
+            vmstate.kill(folder)
+            return
+        try:
+            channel = Channel(fd, connect_timeout=3.0)
+            try:
+                channel.handshake(3.0, alive=lambda: vmstate.alive(folder))
+                channel.send(["Q"])
+            finally:
+                channel.close()
+        except (OSError, TimeoutError, ChannelClosed):
+            pass
+        finally:
+            os.close(fd)
+        if not vmstate.wait_gone(folder, POWER_OFF_S):
+            vmstate.kill(folder)
+        vmstate.remove(folder)
+
+    def stop_warm(self, project: nc.Project, group: str, settings: VibeSettings) -> list[str]:
+        """Power off the group's warm VM (the caller holds the group lock)."""
+        folder = vmstate.folder_of(project, group)
+        if not folder.exists():
+            return []
+        if not vmstate.alive(folder):
+            vmstate.remove(folder)
+            return []
+        pid = vmstate.qemu_pid(folder)
+        self._power_off(folder)
+        return [f"powered off the warm VM of group {group!r} (QEMU pid {pid})"]
+
+    def warm_vms(self, project: nc.Project, settings: VibeSettings) -> list[WarmVm]:
+        """The project's booted VMs: group, QEMU's pid, start, idle end, QEMU's resident MB."""
+        prefix = f"{vmstate.project_tag(project)}-"
+        found: list[WarmVm] = []
+        with contextlib.suppress(OSError), os.scandir(vmstate.vms_dir()) as entries:
+            for entry in entries:
+                if not entry.name.startswith(prefix):
+                    continue
+                folder = Path(entry.path)
+                if not vmstate.alive(folder):
+                    continue
+                meta = vmstate.read_json(folder / vmstate.META)
+                idle = vmstate.read_json(folder / vmstate.IDLE)
+                pid = vmstate.qemu_pid(folder)
+                started = float(meta.get("started") or 0.0)
+                found.append(
+                    WarmVm(
+                        group=entry.name[len(prefix) :],
+                        engine=self.name,
+                        pid=pid or int(meta.get("pid") or 0),
+                        started=started,
+                        idle_until=float(idle.get("idleUntil") or started),
+                        memory_mb=vmstate.rss_mb(pid),
+                        folder=folder,
+                    )
+                )
+        return sorted(found, key=lambda vm: vm.group)
 
     # ------------------------------------------------------------------ base
 
-    def build_base(self, build: BaseBuild, *, settings: Any) -> str:
-        """Build a base image (``minimal``: busybox, seconds; else Debian via mmdebstrap or
-        debootstrap) and the kernel files beside it."""
+    def build_base(self, build: BaseBuild, *, settings: VibeSettings) -> str:
+        """Build a base image (``minimal``: busybox, seconds; else Debian) with its default
+        agent, and the kernel files beside it."""
         from .base_builder import build_base
 
         return build_base(build, settings=settings)
-
-
-def _checked_mounts(mounts: Sequence[Mount]) -> list[Mount]:
-    for m in mounts:
-        if not m.container_path.startswith("/"):
-            raise UserError(f"guest path {m.container_path!r} of {m.host_path} is not absolute")
-        if "\n" in m.container_path:
-            # the guest init reads each path as one line
-            raise UserError(f"guest path {m.container_path!r} of {m.host_path} has a line break")
-        if not Path(m.host_path).is_dir():
-            raise UserError(
-                f"cannot share {m.host_path} with the guest at {m.container_path}: "
-                "it is not an existing folder"
-            )
-    return list(mounts)
-
-
-def run_config(shares: Sequence[_Share], script_guest: str) -> bytes:
-    """A cpio archive with the guest's run configuration (``/etc/nanoclaw/…``)."""
-    import io
-
-    buf = io.BytesIO()
-    w = CpioWriter(buf)
-    w.directory("etc")
-    w.directory("etc/nanoclaw")
-    w.directory("etc/nanoclaw/mounts")
-    for i, s in enumerate(shares):
-        d = f"etc/nanoclaw/mounts/{i:03d}"
-        w.directory(d)
-        w.file(f"{d}/tag", s.tag.encode())
-        w.file(f"{d}/path", s.guest.encode())
-        w.file(f"{d}/mode", b"ro" if s.readonly else b"rw")
-    w.file("etc/nanoclaw/script", script_guest.encode())
-    w.close()
-    return buf.getvalue()
-
-
-def write_run_initrd(base: Path, out: Path, shares: Sequence[_Share], script_guest: str) -> None:
-    """The cached initramfs with this run's configuration appended (the kernel merges both)."""
-    with base.open("rb") as src, out.open("wb") as dst:
-        shutil.copyfileobj(src, dst, 1 << 20)
-        dst.write(run_config(shares, script_guest))
-
-
-def qemu_argv(
-    qemu: str,
-    *,
-    files: kernel.KernelFiles,
-    initrd: Path,
-    host: accel.HostInfo,
-    disk: Path,
-    shares: Sequence[_Share],
-    cpus: int,
-    ram_mb: int,
-    network: str = "none",
-    extra: Sequence[str] = (),
-    debug: bool = False,
-) -> list[str]:
-    """The QEMU command line of one boot."""
-    append = list(BASE_APPEND)
-    # debug: the kernel's messages, and the guest init's time stamps of each step
-    append.append("nanoclaw.trace" if debug else "quiet")
-    if host.accel == "tcg" and host.tsc_khz:
-        append += [f"tsc_early_khz={host.tsc_khz}", "tsc=reliable"]
-    if network == "user":
-        append.append("nanoclaw.net=user")
-    machine = "microvm,acpi=on,memory-backend=mem"
-    argv = [
-        qemu,
-        *("-M", machine, "-accel", "kvm" if host.accel == "kvm" else "tcg,thread=multi"),
-        *("-cpu", "host" if host.accel == "kvm" else "max"),
-        *("-m", f"{ram_mb}M", "-smp", str(cpus)),
-        *("-object", f"memory-backend-memfd,id=mem,size={ram_mb}M,share=on"),
-        # virtio-mmio defaults to the legacy interface, which vhost-user (virtiofsd) refuses
-        *("-global", "virtio-mmio.force-legacy=false"),
-        *("-nodefaults", "-no-user-config", "-nographic", "-no-reboot"),
-        *("-serial", "stdio", "-monitor", "none"),
-        *("-kernel", str(files.kernel), "-initrd", str(initrd), "-append", " ".join(append)),
-        *(
-            "-drive",
-            f"id=disk,file={_qemu_path(disk)},format=raw,if=none,cache=writeback,discard=unmap",
-        ),
-        *("-device", "virtio-blk-device,drive=disk"),
-        *("-pidfile", str(pidfile_for(disk))),
-    ]
-    for s in shares:
-        argv += ["-chardev", f"socket,id={s.tag},path={_qemu_path(s.socket)}"]
-        argv += ["-device", f"vhost-user-fs-device,chardev={s.tag},tag={s.tag}"]
-    if network == "user":
-        argv += ["-netdev", "user,id=net0", "-device", "virtio-net-device,netdev=net0"]
-    elif network != "none":
-        raise UserError(f"VIBE_QEMU_NETWORK must be none or user, got {network!r}")
-    argv += list(extra)
-    return argv
-
-
-def _qemu_path(path: Path) -> str:
-    """A path inside a QEMU ``key=value,…`` option: commas are doubled."""
-    return str(path).replace(",", ",,")

@@ -1,20 +1,24 @@
 """The guest kernel: found on the host, copied beside the images with its initramfs.
 
-Layout of ``{images_dir}/kernel/`` (shared by every base and group disk of
-the folder, written under a temporary name and renamed)::
+Layout of ``{images_dir}/kernel/`` (shared by every base and group disk of the folder,
+built in an owner-locked work folder and renamed into place)::
 
     vmlinuz        the host's kernel (Debian's linux-image-cloud-amd64 by default)
-    vmlinux        the same kernel uncompressed, booted through its PVH entry
-                   point (saves the in-guest decompression, ~0.4 s under TCG);
-                   absent when it cannot be extracted
-    initrd.img     busybox + the virtio/virtiofs modules + our init (uncompressed cpio)
-    kernel.json    what was built from what
+    vmlinux        the same kernel uncompressed, booted through its PVH entry point (saves
+                   the in-guest decompression, ~0.4 s under TCG); absent when it cannot be
+                   extracted
+    initrd.img     the guest program as /init, the modules it loads, busybox's ``ip``
+    kernel.json    what was built from what (a changed guest program rebuilds the folder)
+
+The guest program (``guest/nanoclaw-guest.c``) is compiled here with the host's C
+compiler, statically, so it needs nothing from the initramfs or the disk.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import json
 import lzma
 import os
@@ -22,7 +26,6 @@ import re
 import shutil
 import struct
 import subprocess
-import tempfile
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
@@ -33,35 +36,23 @@ from nanoclaw_runtimes_core.errors import EngineUnavailable
 
 from .cpio import CpioWriter
 
-DISK_MODULES = ("virtio_mmio", "virtio_blk")
-"""Modules the guest needs for its disk; their dependencies (virtio, virtio_ring) come along."""
-
-MODULES = (*DISK_MODULES, "virtiofs")
-"""Modules the guest needs; the shares' (fuse, virtiofs) load while the disk mounts."""
+MODULES = ("virtio_mmio", "virtio_blk", "virtio_console", "virtiofs")
+"""Modules the guest needs; their dependencies (virtio, virtio_ring, fuse) come along."""
 
 NET_MODULES = ("virtio_net",)
-"""Loaded only when the guest gets a network (``VIBE_QEMU_NETWORK=user``)."""
+"""Loaded only when the guest gets a network (``VIBE_NETWORK``)."""
 
 BOOTED = "nanoclaw-qemu: guest booted"
-"""The console line the guest init prints once the disk and the shares are mounted."""
+"""The console line the guest program prints once it is ready (and in a probe boot)."""
 
+GUEST_SOURCE = "nanoclaw-guest.c"
 _GUEST = "guest"
 
-LAYOUT = 2
+LAYOUT = 3
 """Version of the kernel folder's layout and initramfs; a folder of another one is rebuilt
-(2: the init reads ``etc/nanoclaw/fstab``, ``etc/nanoclaw/bin`` and ``modules-fs``)."""
+(3: the C guest program with virtio-serial channels)."""
 
-FSTAB = """\
-proc /newroot/proc proc defaults 0 0
-sysfs /newroot/sys sysfs defaults 0 0
-devtmpfs /newroot/dev devtmpfs defaults 0 0
-devpts /newroot/dev/pts devpts defaults 0 0
-tmpfs /newroot/dev/shm tmpfs mode=1777 0 0
-tmpfs /newroot/tmp tmpfs mode=1777 0 0
-/etc/nanoclaw/bin /newroot/nanoclaw/bin none bind 0 0
-"""
-"""The guest's system folders, mounted by the init with one ``mount -a`` (one process, not
-seven: each costs milliseconds under TCG). ``nanoclaw/bin`` holds the poweroff shims."""
+CC_FLAGS = ("-static", "-O2", "-Wall")
 
 
 @define(frozen=True, kw_only=True)
@@ -191,45 +182,89 @@ def busybox_applets(busybox: Path) -> list[str]:
 
 def guest_file(name: str) -> bytes:
     """A file shipped in the package's ``guest/`` folder."""
-    return resources.files(__package__).joinpath(_GUEST, name).read_bytes()
+    return resources.files(__package__).joinpath(_GUEST).joinpath(name).read_bytes()
 
 
-def write_initramfs(out_path: Path, version: str, busybox: Path) -> list[str]:
-    """Write the initramfs: busybox (an applet link each in /bin), modules, init, shims.
+def guest_digest() -> str:
+    """What the initramfs is built from (layout, guest program, module lists): a kernel
+    folder built from anything else is rebuilt."""
+    h = hashlib.sha256(f"{LAYOUT}|{MODULES}|{NET_MODULES}|{CC_FLAGS}".encode())
+    h.update(guest_file(GUEST_SOURCE))
+    h.update(Path(__file__).read_bytes())  # how the initramfs is written
+    return h.hexdigest()[:16]
+
+
+def find_cc() -> str:
+    """The C compiler the guest program is built with."""
+    for name in ("cc", "gcc"):
+        path = shutil.which(name)
+        if path:
+            return path
+    raise EngineUnavailable(
+        "the QEMU engine builds its guest program with a C compiler, and none was found: "
+        "install one with `apt-get install gcc libc6-dev`"
+    )
+
+
+def compile_guest(out_path: Path) -> None:
+    """Compile the guest program (static) to ``out_path``."""
+    cc = find_cc()
+    source = out_path.with_name(GUEST_SOURCE)
+    source.write_bytes(guest_file(GUEST_SOURCE))
+    try:
+        proc = subprocess.run(
+            [cc, *CC_FLAGS, "-o", str(out_path), str(source)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except subprocess.TimeoutExpired:
+        raise EngineUnavailable(f"{cc} took over 2 minutes to build the guest program") from None
+    finally:
+        source.unlink(missing_ok=True)
+    if proc.returncode != 0:
+        raise EngineUnavailable(
+            f"{cc} could not build the guest program (a static C program: it needs the C "
+            f"library's static files, `apt-get install libc6-dev`): {proc.stderr.strip()[-600:]}"
+        )
+
+
+def write_initramfs(out_path: Path, version: str, busybox: Path, guest: Path) -> list[str]:
+    """Write the initramfs: the guest program as /init, the modules, busybox as ``ip``.
 
     Returns the module names in load order."""
     modules = module_order(version, MODULES)
     names = [_module_name(str(m)) for m in modules]
-    disk = module_order(version, DISK_MODULES)
-    disk_names = [_module_name(str(m)) for m in disk]
-    fs_names = [n for n in names if n not in disk_names]
     net = [m for m in module_order(version, MODULES + NET_MODULES) if m not in modules]
     net_names = [_module_name(str(m)) for m in net]
+    missing = [m for m in ("virtio_console", "virtiofs") if m.replace("-", "_") not in names]
+    if missing and not _built_in(version, missing):
+        raise EngineUnavailable(
+            f"the guest kernel {version} has no {', '.join(missing)} module: the QEMU engine "
+            "needs it (Debian's linux-image-cloud-amd64 has both)"
+        )
     with out_path.open("wb") as f:
         w = CpioWriter(f)
-        for d in ("bin", "dev", "proc", "sys", "newroot", "lib", "lib/modules", "etc"):
+        for d in ("bin", "dev", "proc", "sys", "lib", "lib/modules", "etc", "etc/nanoclaw"):
             w.directory(d)
-        w.directory("etc/nanoclaw")
+        w.file("init", guest.read_bytes(), 0o755)
         w.file("bin/busybox", busybox.read_bytes(), 0o755)
-        for applet in sorted({a.rsplit("/", 1)[-1] for a in busybox_applets(busybox)}):
-            if applet != "busybox":
-                w.symlink(f"bin/{applet}", "busybox")
+        w.symlink("bin/ip", "busybox")
         for path, name in zip(modules + net, names + net_names, strict=False):
             w.file(f"lib/modules/{name}.ko", read_module(path))
-        w.file("init", guest_file("init"), 0o755)
-        w.file("etc/nanoclaw/modules", ("\n".join(disk_names) + "\n").encode())
-        w.file("etc/nanoclaw/modules-fs", ("\n".join(fs_names) + "\n").encode())
+        w.file("etc/nanoclaw/modules", ("\n".join(names) + "\n").encode())
         w.file("etc/nanoclaw/modules-net", ("\n".join(net_names) + "\n").encode())
-        w.file("etc/nanoclaw/resolv.conf", b"nameserver 10.0.2.3\n")
-        w.file("etc/nanoclaw/booted", (BOOTED + "\n").encode())
-        w.file("etc/nanoclaw/fstab", FSTAB.encode())
-        w.directory("etc/nanoclaw/bin")
-        w.file("etc/nanoclaw/bin/poweroff", guest_file("shim-poweroff"), 0o755)
-        w.file("etc/nanoclaw/bin/systemctl", guest_file("shim-systemctl"), 0o755)
-        w.symlink("etc/nanoclaw/bin/reboot", "poweroff")
-        w.symlink("etc/nanoclaw/bin/halt", "poweroff")
         w.close()
     return names
+
+
+def _built_in(version: str, names: Iterable[str]) -> bool:
+    """Whether every module in ``names`` is built into the kernel (modules.builtin)."""
+    with contextlib.suppress(OSError):
+        text = (modules_root(version) / "modules.builtin").read_text()
+        built = {_module_name(line.strip()) for line in text.splitlines() if line.strip()}
+        return all(n in built for n in names)
+    return False
 
 
 # --------------------------------------------------------------------------- PVH
@@ -303,7 +338,7 @@ def read_kernel_dir(directory: Path) -> KernelFiles | None:
         meta = json.loads((directory / "kernel.json").read_text())
     except (OSError, ValueError):
         return None
-    if meta.get("layout") != LAYOUT:
+    if meta.get("layout") != LAYOUT or meta.get("guest") != guest_digest():
         return None
     kernel = directory / ("vmlinux" if meta.get("pvh") else "vmlinuz")
     initrd = directory / "initrd.img"
@@ -315,17 +350,24 @@ def read_kernel_dir(directory: Path) -> KernelFiles | None:
 
 
 def build_kernel_dir(directory: Path, *, boot: Path = Path("/boot")) -> KernelFiles:
-    """(Re)build ``directory`` from the host's kernel, atomically (temp folder, rename)."""
+    """(Re)build ``directory`` from the host's kernel, atomically: in an owner-locked work
+    folder beside it (a killed build leaves only that, swept later), then renamed."""
+    from ..cow import build_folder
+
     source, version = find_host_kernel(boot)
     busybox = find_busybox()
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.partial-", dir=directory.parent))
-    try:
+    with build_folder(directory) as work:
+        tmp = work / "kernel"
+        tmp.mkdir()
+        guest = work / "nanoclaw-guest"
+        compile_guest(guest)
         shutil.copyfile(source, tmp / "vmlinuz")
         pvh = extract_vmlinux(source, tmp / "vmlinux")
-        modules = write_initramfs(tmp / "initrd.img", version, busybox)
+        modules = write_initramfs(tmp / "initrd.img", version, busybox, guest)
         meta = {
             "layout": LAYOUT,
+            "guest": guest_digest(),
             "version": version,
             "source": str(source),
             "pvh": pvh,
@@ -333,29 +375,24 @@ def build_kernel_dir(directory: Path, *, boot: Path = Path("/boot")) -> KernelFi
         }
         (tmp / "kernel.json").write_text(json.dumps(meta, indent=2) + "\n")
         os.chmod(tmp, 0o755)
-        old = None
         if directory.exists():
-            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-            os.replace(directory, old)
+            os.replace(directory, work / "old")
         os.replace(tmp, directory)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     files = read_kernel_dir(directory)
-    assert files is not None
+    if files is None:
+        raise EngineUnavailable(f"the kernel folder {directory} could not be built")
     return files
 
 
 def ensure_kernel_dir(images_dir: Path) -> KernelFiles:
-    """The kernel files beside the images, built from the host's kernel when missing."""
+    """The kernel files beside the images, built from the host's kernel when missing or
+    built from another guest program."""
     directory = kernel_dir(images_dir)
     files = read_kernel_dir(directory)
     if files is not None:
         return files
-    from filelock import FileLock
+    import nanoclaw_runtimes_core as nc
 
     images_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(images_dir / ".kernel.lock")):
+    with nc.FileLock(images_dir / ".kernel.lock"):
         return read_kernel_dir(directory) or build_kernel_dir(directory)

@@ -1,168 +1,216 @@
-"""Shares for the guest: one virtiofsd per mount, started before QEMU and killed after it.
+"""The shares: one virtiofsd per shared folder, inside a user namespace.
 
-Why virtiofs and not 9p: Debian's cloud kernel (the one booted here) is built
-without 9p (``CONFIG_NET_9P`` unset), while ``virtiofs`` and ``fuse`` are
-modules it ships; virtiofs is also what vibe itself uses on macOS, and it is
-faster than 9p. It needs guest RAM shared with the daemon (QEMU's
-``memory-backend-memfd,share=on``).
+Debian 12 has only QEMU's C virtiofsd (``/usr/lib/qemu/virtiofsd``). It serves the guest's
+requests with the credentials the guest asks for, so as host root it would let guest root
+make setuid-root files and device nodes on the host. It therefore runs as the sandbox user
+``S`` (``setpriv``) inside a user namespace (``unshare --user --mount``) whose ids
+``0..65535`` are mapped onto ``S..S+65535`` (root's map, written by this process); not
+as root, ``0`` maps onto the invoking user. Files guest root creates then belong to ``S``;
+a device node cannot be made; a setuid file is setuid ``S``.
 
-Two virtiofsd flavours exist: the C one shipped with QEMU up to 7.2
-(``/usr/lib/qemu/virtiofsd``, root only, ``-o source=``) and the Rust one
-(``/usr/libexec/virtiofsd``, package ``virtiofsd``, ``--shared-dir``).
+The daemon never resolves a host path itself: this process binds the shared folder at
+``/run/nanoclaw-share`` inside the daemon's mount namespace (entering it with ``setns``,
+so paths the sandbox user could not traverse still work), read-only for a read-only
+share, so even a guest that remounts the share read-write gets ``EROFS``. The listening
+socket is made here and handed over (``--fd``): it listens before the daemon starts, so
+QEMU never races it. Each daemon exits when QEMU closes its connection.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
+import ctypes
 import os
 import shutil
-import signal
+import socket
 import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from attrs import define
+from attrs import frozen
 
-from nanoclaw_runtimes_core.errors import EngineUnavailable, UserError
+import nanoclaw_runtimes_core as nc
 
-from .launch import child_setup
+C_VIRTIOFSD = "/usr/lib/qemu/virtiofsd"
+SHARE_POINT = "/run/nanoclaw-share"
+ID_RANGE = 65536
+NS_WAIT_S = 5.0
+CLONE_NEWNS = 0x00020000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 32, 4096, 16384
 
-CANDIDATES = ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd", "virtiofsd")
-SOCKET_WAIT_S = 10.0
-
-
-@define(frozen=True, kw_only=True)
-class Virtiofsd:
-    """An installed virtiofsd and which command line it speaks."""
-
-    path: str
-    flavour: str  # "c" (QEMU <= 7.2) or "rust"
-
-
-def find_virtiofsd(configured: str | None = None) -> Virtiofsd:
-    """The virtiofsd to use (``configured`` first), or EngineUnavailable saying how to get one."""
-    names = (configured,) if configured else CANDIDATES
-    for name in names:
-        path = (
-            shutil.which(name) if "/" not in name else (name if os.access(name, os.X_OK) else None)
-        )
-        if path:
-            return Virtiofsd(path=path, flavour=_flavour(path))
-    raise EngineUnavailable(
-        "virtiofsd not found (it shares the workspace with the guest): install it with "
-        "`apt-get install qemu-system-x86` (QEMU <= 7.2 ships /usr/lib/qemu/virtiofsd) or "
-        "`apt-get install virtiofsd`, or set VIBE_QEMU_VIRTIOFSD to its path"
-    )
+_SCRIPT = 'read -r go || exit 1; exec "$@"'
+"""Run in the daemon's new namespaces (as root): wait until this process has mapped its ids
+and bound the folder, then become the daemon."""
+_SCRIPT_USER = (
+    "mount -t tmpfs -o mode=0755 nanoclaw /run && mkdir /run/nanoclaw-share && "
+    'mount --rbind -- "$1" /run/nanoclaw-share && '
+    '{ [ "$2" = rw ] || mount -o remount,bind,ro /run/nanoclaw-share; } && shift 2 && exec "$@"'
+)
+"""Not root: the user's own namespaces, where it can bind its own folders itself."""
 
 
-@functools.lru_cache(maxsize=8)
-def _flavour(path: str) -> str:
-    """``c`` or ``rust``, asked once per process (each run would otherwise ask it twice)."""
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=5)
-        if "virtiofsd version" in (out.stdout + out.stderr):
-            return "c"
-    return "rust"
+@frozen(kw_only=True)
+class Share:
+    """A folder shown to the guest at ``guest`` through virtiofs tag ``tag``."""
+
+    tag: str
+    source: Path
+    guest: str
+    readonly: bool
 
 
-def check_usable(daemon: Virtiofsd) -> str | None:
-    """None when this user can run ``daemon``, else why not."""
-    if daemon.flavour == "c" and os.geteuid() != 0:
-        return (
-            f"{daemon.path} (QEMU's C virtiofsd) only runs as root; run as root or install "
-            "the Rust virtiofsd (`apt-get install virtiofsd`, /usr/libexec/virtiofsd)"
-        )
-    return None
+def find_virtiofsd(configured: str = "") -> str | None:
+    """The virtiofsd to use: ``VIBE_QEMU_VIRTIOFSD`` or QEMU's own, if executable."""
+    name = configured or C_VIRTIOFSD
+    path = name if "/" in name else shutil.which(name)
+    return path if path and os.access(path, os.X_OK) else None
 
 
-def host_read_only(daemon: Virtiofsd, readonly: bool) -> bool:
-    """Whether a read-only share is enforced by a read-only bind mount in the daemon's own
-    mount namespace (root; the C virtiofsd has no read-only option)."""
-    return readonly and (daemon.flavour == "c" or os.geteuid() == 0)
+def missing_tools() -> list[str]:
+    """The host commands the daemons need that are not installed."""
+    needed = ["unshare", "sh"] + (["setpriv"] if os.geteuid() == 0 else [])
+    return [tool for tool in needed if shutil.which(tool, path=nc.HOST_ENV["PATH"]) is None]
 
 
-def daemon_argv(daemon: Virtiofsd, *, source: Path, socket: Path, readonly: bool) -> list[str]:
-    """The command line serving ``source`` on ``socket`` (see :func:`host_read_only` for how a
-    read-only share is enforced when the daemon cannot do it itself)."""
-    if daemon.flavour == "c":
-        return [
-            daemon.path,
-            f"--socket-path={socket}",
-            "-o",
-            f"source={source}",
-            "-o",
-            "cache=auto",
-            "-o",
-            "log_level=err",
-        ]
-    argv = [daemon.path, f"--socket-path={socket}", f"--shared-dir={source}"]
-    argv += ["--cache=auto", "--log-level=error"]
-    if os.geteuid() != 0:
-        argv += ["--sandbox=none"]
-        if readonly:
-            argv += ["--readonly"]
-    return argv
-
-
-class ShareSet:
-    """The running daemons of one boot; :meth:`close` kills them all (and is idempotent)."""
-
+class _Libc:
     def __init__(self) -> None:
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.lib = ctypes.CDLL(None, use_errno=True)
+        self.setns, self.mount = self.lib.setns, self.lib.mount
 
-    def start(
-        self,
-        daemon: Virtiofsd,
-        shares: Sequence[tuple[Path, Path, bool]],
-        log: Path,
-    ) -> None:
-        """Start one daemon per (source, socket, readonly) and wait until every socket exists."""
-        with log.open("ab") as err:
-            for source, socket, readonly in shares:
-                if not source.is_dir():
-                    raise UserError(f"cannot share {source} with the guest: it is not a folder")
-                argv = daemon_argv(daemon, source=source, socket=socket, readonly=readonly)
-                ro = str(source) if host_read_only(daemon, readonly) else None
-                try:
-                    proc = subprocess.Popen(
-                        argv,
-                        stdin=subprocess.DEVNULL,
-                        stdout=err,
-                        stderr=err,
-                        start_new_session=True,
-                        preexec_fn=child_setup(ro),
-                    )
-                except (OSError, subprocess.SubprocessError) as exc:
-                    what = f"{daemon.path} for {source}"
-                    if ro is not None:
-                        what += " (read-only, in its own mount namespace)"
-                    raise EngineUnavailable(f"cannot start {what}: {exc}") from exc
-                self.procs.append(proc)
-        deadline = time.monotonic() + SOCKET_WAIT_S
-        for proc, (source, socket, _ro) in zip(self.procs, shares, strict=False):
-            while not socket.exists():
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    tail = _tail(log)
-                    raise EngineUnavailable(
-                        f"virtiofsd could not share {source} with the guest"
-                        + (f": {tail}" if tail else "")
-                    )
-                time.sleep(0.002)
-
-    def close(self) -> None:
-        """Kill every daemon's process group and reap it."""
-        for proc in self.procs:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        for proc in self.procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
-        self.procs = []
+    def check(self, rc: int, what: str) -> None:
+        if rc != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def _tail(path: Path, n: int = 600) -> str:
-    with contextlib.suppress(OSError):
-        return path.read_bytes()[-n:].decode("utf-8", errors="replace").strip()
-    return ""
+def _bind_in(pid: int, libc: _Libc, share: Share, owner: tuple[int, int]) -> None:
+    """In a forked child: enter ``pid``'s mount namespace, put a tmpfs on /run (the daemon
+    writes its pid file there) and bind the share's folder at :data:`SHARE_POINT`."""
+    fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    libc.check(libc.setns(fd, CLONE_NEWNS), "setns")
+    opts = f"mode=0755,uid={owner[0]},gid={owner[1]}"
+    libc.check(
+        libc.mount(b"nanoclaw", b"/run", b"tmpfs", MS_NOSUID | MS_NODEV, opts.encode()), "tmpfs"
+    )
+    os.mkdir(SHARE_POINT)
+    point = SHARE_POINT.encode()
+    libc.check(libc.mount(os.fsencode(share.source), point, None, MS_BIND | MS_REC, None), "bind")
+    if share.readonly:
+        flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV
+        libc.check(libc.mount(None, point, None, flags, None), "read-only")
+
+
+def _in_new_userns(pid: int, deadline: float) -> bool:
+    mine = os.readlink("/proc/self/ns/user")
+    while time.monotonic() < deadline:
+        try:
+            if os.readlink(f"/proc/{pid}/ns/user") != mine:
+                return True
+        except OSError:
+            return False
+        time.sleep(0.0005)
+    return False
+
+
+def start(daemon: str, share: Share, socket_path: Path, *, user: nc.SandboxUser, log: Path) -> int:
+    """Start the daemon serving ``share`` on a socket made at ``socket_path``; return its
+    pid once it is ready to take QEMU's connection. The daemon is detached (its own
+    session): it lives as long as the VM, not as this process."""
+    if not share.source.is_dir():
+        raise nc.UserError(
+            f"cannot share {share.source} with the guest at {share.guest}: it is not a folder"
+        )
+    root = os.geteuid() == 0
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(str(socket_path))
+        listener.listen(1)
+        fd = listener.fileno()
+        prefix = (
+            ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups"]
+            if root
+            else []
+        )
+        if root:
+            ns = ["unshare", "--user", "--mount", "--", "sh", "-c", _SCRIPT, "virtiofsd"]
+        else:
+            mode = "ro" if share.readonly else "rw"
+            ns = ["unshare", "--user", "--map-root-user", "--mount", "--", "sh", "-c"]
+            ns += [_SCRIPT_USER, "virtiofsd", str(share.source), mode]
+        argv = [
+            *prefix, *ns, daemon,
+            f"--fd={fd}", "-o", f"source={SHARE_POINT}", "-o", "cache=auto",
+            "-o", "log_level=err", "-f",
+        ]  # fmt: skip
+        read_end, write_end = os.pipe()
+        proc: subprocess.Popen[bytes] | None = None
+        try:
+            with log.open("ab") as err:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=read_end,
+                    stdout=err,
+                    stderr=err,
+                    env=dict(nc.HOST_ENV),
+                    pass_fds=(fd,),
+                    start_new_session=True,
+                )
+            os.close(read_end)
+            read_end = -1
+            if root:
+                _map_and_bind(proc, share, user)
+            os.write(write_end, b"go\n")
+        except BaseException:
+            if proc is not None:
+                with contextlib.suppress(OSError):
+                    os.killpg(proc.pid, 9)
+            raise
+        finally:
+            if read_end >= 0:
+                os.close(read_end)
+            os.close(write_end)
+    finally:
+        listener.close()
+    assert proc is not None
+    return proc.pid
+
+
+def _map_and_bind(proc: subprocess.Popen[bytes], share: Share, user: nc.SandboxUser) -> None:
+    deadline = time.monotonic() + NS_WAIT_S
+    if not _in_new_userns(proc.pid, deadline):
+        proc.kill()
+        raise nc.EngineUnavailable(
+            "virtiofsd could not start in a user namespace (`unshare --user` failed); "
+            "user namespaces must be enabled (sysctl kernel.unprivileged_userns_clone=1 "
+            "when not root)"
+        )
+    for name, first in (("uid_map", user.uid), ("gid_map", user.gid)):
+        with open(f"/proc/{proc.pid}/{name}", "w") as f:
+            f.write(f"0 {first} {ID_RANGE}")
+    libc = _Libc()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the forked child
+        code = 0
+        try:
+            _bind_in(proc.pid, libc, share, (user.uid, user.gid))
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                os.write(2, f"virtiofsd setup for {share.source}: {exc}\n".encode())
+            code = 1
+        os._exit(code)
+    _, status = os.waitpid(child, 0)
+    if status != 0:
+        proc.kill()
+        raise nc.EngineUnavailable(
+            f"could not share {share.source} with the guest (binding it into virtiofsd's "
+            f"namespace failed)"
+        )
+
+
+def stop(pids: Sequence[int]) -> None:
+    """Kill daemons this module started (their process groups)."""
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if b"virtiofsd" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.killpg(pid, 9)
