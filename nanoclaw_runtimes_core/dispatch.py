@@ -42,7 +42,7 @@ from .models import (
     StatsRow,
 )
 from .mounts import describe_rejection
-from .plan import GroupPlan, HostMount, Planner, env_for_sandbox
+from .plan import UNSAFE_MARKER, GroupPlan, HostMount, Planner, env_for_sandbox
 from .plugins import Registry, default_registry
 from .redact import Redactor
 from .safefs import UnsafeEntry
@@ -330,7 +330,7 @@ class Runtimes:
         try:
             live = groupconfig.read_live(plan.group.path)
         except UnsafeEntry as exc:
-            live = f"unsafe: {exc}".encode()
+            live = UNSAFE_MARKER + str(exc).encode()
         notice = trust.end_run(self.project.root, plan.group.folder, live, file=plan.config_file)
         if notice:
             sink.on_problem(notice)

@@ -39,6 +39,8 @@ S = TypeVar("S")
 
 RUN_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 CONFIG_MASK_NAME = "config.json"
+UNSAFE_MARKER = b"unsafe: "
+"""What stands for the bytes of a config file that cannot be read safely (a link, a FIFO)."""
 
 
 @frozen(kw_only=True)
@@ -175,10 +177,12 @@ class Planner:
             # trusted version goes on (the run works); for a group never run, it is an error.
             fallback = trust.last_trusted(self.project.root, folder, file=file, why=str(exc))
             if fallback is None:
-                return None, trust.TrustedConfig(data=None, live_digest="unsafe"), (
-                    groupconfig.unsafe_problem(exc, file)
+                return (
+                    None,
+                    trust.TrustedConfig(data=None, live_digest="unsafe"),
+                    (groupconfig.unsafe_problem(exc, file)),
                 )
-            marker = f"unsafe: {exc}".encode()
+            marker = UNSAFE_MARKER + str(exc).encode()
             return marker, fallback, groupconfig.parse(fallback.data, file=file)
         active = is_held(group_lock_path(self.project, folder))
         trusted = trust.in_force(self.project.root, folder, live, file=file, run_active=active)
@@ -197,6 +201,7 @@ class Planner:
         """Plan one run of ``folder``; raises ConfigError with every problem, or UserError."""
         check_folder_name(folder)
         live, trusted, cfg = self.read_config(folder)
+        live_regular = not (live or b"").startswith(UNSAFE_MARKER)
         problems: list[Problem | str] = [*self.dotenv.problems, *cfg.problems]
         sources = self.sources(cfg.container, cfg.file)
         core_found = resolve(CoreSettings, sources)
@@ -229,7 +234,11 @@ class Planner:
             group,
             core.additional_mounts,
             core.allowlist,
-            config_mask=(run_folder / CONFIG_MASK_NAME) if trusted.data is not None else None,
+            # A link or FIFO in its place is the sandbox's own; the host never reads it, and a
+            # mask over it would land where it points.
+            config_mask=(run_folder / CONFIG_MASK_NAME)
+            if trusted.data is not None and live_regular
+            else None,
         )
         mounts, notes = self._host_mounts(mounts, host_mounts, group, core)
         timeout = timeout_ms if timeout_ms is not None else core.timeout

@@ -90,11 +90,13 @@ def base_path(project: nc.Project, settings: VibeSettings) -> Path:
     groups = _group_names(project)
     for group in groups:
         if name.casefold() == f"{group}{DISK_SUFFIX}".casefold():
-            raise nc.UserError(
-                f"{BASE_SETTING} is {name!r}, which is the disk of group {group!r} "
-                f"(groups/{group} exists): a base must be a file no group uses as its disk. "
-                f"Name a base instead (e.g. base.raw; `nanoclaw-runtimes prepare --base vibe` "
-                f"builds one)"
+            raise nc.ConfigError(
+                [
+                    f"{BASE_SETTING} is {name!r}, which is the disk of group {group!r} "
+                    f"(groups/{group} exists): a base must be a file no group uses as its disk. "
+                    f"Name a base instead (e.g. base.raw; `nanoclaw-runtimes prepare --base vibe` "
+                    f"builds one)"
+                ]
             )
     base = folder / name
     try:
@@ -103,10 +105,12 @@ def base_path(project: nc.Project, settings: VibeSettings) -> Path:
         return base
     owner = _group_disk_identities(folder, groups).get(_identity(st))
     if owner is not None:
-        raise nc.UserError(
-            f"{BASE_SETTING}: {base} is the same file as the disk of group {owner!r} "
-            f"({owner}{DISK_SUFFIX}, through a link or hard link): a base must be its own file. "
-            f"Point {BASE_SETTING} at a real base image"
+        raise nc.ConfigError(
+            [
+                f"{BASE_SETTING}: {base} is the same file as the disk of group {owner!r} "
+                f"({owner}{DISK_SUFFIX}, through a link or hard link): a base must be its own "
+                f"file. Point {BASE_SETTING} at a real base image"
+            ]
         )
     return base
 

@@ -1319,6 +1319,8 @@ static void finish_run_if_done(void)
 	close_fd(&run.in_w);
 	close_fd(&run.status_fd);
 	run.active = 0;
+	/* The host reads the result now: give it its lease from here, however long the run took. */
+	last_host = now_ms();
 	deadline = now_ms() + keep_warm;
 	if (keep_warm == 0)
 		power_after_flush = 1;
@@ -1407,8 +1409,9 @@ static void serve(int sigfd)
 				end_session();
 				continue;
 			}
-			if (power_after_flush && !buf_len(&ctl_out) && !run.active && !session)
-				power_off(1);
+			/* keepWarm 0 powers off once the host has read the result: on its 'Q', or
+			 * when it goes away; never right after writing the result, which could
+			 * still be on its way to the host. */
 		}
 		if (!run.active)
 			continue;
