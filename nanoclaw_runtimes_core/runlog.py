@@ -122,8 +122,10 @@ def write_run_log(
     verbose: bool,
     redact: Redactor,
     repairs: list[Repair],
+    prefix: str = "container",
 ) -> str:
-    """Write one run's log into the group's ``logs/`` and return its path as text."""
+    """Write one run's log into the group's ``logs/`` (``<prefix>-<time>.log``) and return its
+    path as text."""
     now = datetime.now(timezone.utc)
     text = redact(
         render(
@@ -140,7 +142,7 @@ def write_run_log(
         )
     )
     with SafeDir.open(group.path) as folder, folder.child("logs", repairs=repairs) as logs:
-        base = f"container-{_stamp(now)}"
+        base = f"{prefix}-{_stamp(now)}"
         for attempt in range(1000):
             name = f"{base}.log" if attempt == 0 else f"{base}-{attempt}.log"
             try:

@@ -1,7 +1,8 @@
 """Runs in progress on this host: a private folder per run, found by name from any process.
 
 Each run gets ``<runs dir>/<run name>/`` (mode 0700, on a memory file system
-where the host has one: ``/run`` for root, ``$XDG_RUNTIME_DIR`` otherwise) with
+where the host has one: ``/run`` for root, ``$XDG_RUNTIME_DIR`` otherwise;
+``NANOCLAW_RUNS_DIR`` names another) with
 an owner lock its process holds and ``run.json`` (project, group, runtime,
 pid). Runtimes keep a run's private files there (a VM's sockets, the input a
 tool can only read from a file). ``stop NAME`` and ``ps`` find runs through
@@ -32,10 +33,17 @@ RECORD = "run.json"
 STOP_REQUEST = "stop.json"
 
 
+RUNS_DIR_ENV = "NANOCLAW_RUNS_DIR"
+"""Another runs folder (a test's own, so its ``ps`` and ``stop`` see only its runs)."""
+
+
 def runs_dir() -> Path:
     """This user's runs folder, created (0700) and checked: ours, a real folder, private."""
     uid = os.getuid()
     candidates = []
+    override = os.environ.get(RUNS_DIR_ENV)
+    if override:
+        candidates.append(Path(override))
     if uid == 0 and os.access("/run", os.W_OK):
         candidates.append(Path("/run/nanoclaw-runtimes"))
     runtime = os.environ.get("XDG_RUNTIME_DIR")
