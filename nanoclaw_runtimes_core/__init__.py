@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     )
     from .hookspecs import PROJECT_NAME, hookimpl, hookspec
     from .limits import LimitPlan
-    from .locks import FileLock, OwnerLock, owner_alive
+    from .locks import FileLock, OwnerLock, lock_fd, owner_alive
     from .models import (
         ISOLATION_FILESYSTEM,
         ISOLATION_MASKS,
@@ -63,8 +63,9 @@ if TYPE_CHECKING:
         StatsRequest,
         StatsRow,
     )
-    from .process import HOST_ENV, exit_status, host_env, run_process
+    from .process import HOST_ENV, exit_status, find_program, host_env, run_process
     from .protocol import OUTPUT_END, OUTPUT_START, MarkerDecoder, encode_output
+    from .record import Record
     from .runs import runs_dir
     from .safefs import SafeDir, UnsafeEntry, disk_usage, remove_tree
     from .sandbox import (
@@ -112,7 +113,7 @@ _EXPORTS: dict[str, str] = {
     ),
     **dict.fromkeys(("PROJECT_NAME", "hookimpl", "hookspec"), "hookspecs"),
     "LimitPlan": "limits",
-    **dict.fromkeys(("FileLock", "OwnerLock", "owner_alive"), "locks"),
+    **dict.fromkeys(("FileLock", "OwnerLock", "lock_fd", "owner_alive"), "locks"),
     **dict.fromkeys(
         (
             "ISOLATION_FILESYSTEM",
@@ -138,8 +139,11 @@ _EXPORTS: dict[str, str] = {
         ),
         "models",
     ),
-    **dict.fromkeys(("HOST_ENV", "exit_status", "host_env", "run_process"), "process"),
+    **dict.fromkeys(
+        ("HOST_ENV", "exit_status", "find_program", "host_env", "run_process"), "process"
+    ),
     **dict.fromkeys(("OUTPUT_END", "OUTPUT_START", "MarkerDecoder", "encode_output"), "protocol"),
+    "Record": "record",
     "runs_dir": "runs",
     **dict.fromkeys(("SafeDir", "UnsafeEntry", "disk_usage", "remove_tree"), "safefs"),
     **dict.fromkeys(

@@ -15,9 +15,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import attrs
-
 from .config import jsonfile
+from .record import Record
 from .safefs import SafeDir, UnsafeEntry
 from .settings.values import from_json
 
@@ -43,8 +42,7 @@ BUILTIN_BLOCKED_PATTERNS: tuple[str, ...] = (
 """Never mountable, whatever the allowlist says (substring of any component of the real path)."""
 
 
-@attrs.define(frozen=True, kw_only=True)
-class AllowedRoot:
+class AllowedRoot(Record):
     """A folder under which additional mounts may come (``allowedRoots`` entry)."""
 
     path: str
@@ -52,15 +50,13 @@ class AllowedRoot:
     description: str = ""
 
 
-@attrs.define(frozen=True, kw_only=True)
-class _AllowlistFile:
+class _AllowlistFile(Record):
     allowed_roots: tuple[AllowedRoot, ...]
     blocked_patterns: tuple[str, ...] = ()
     non_main_read_only: bool = True
 
 
-@attrs.define(frozen=True, kw_only=True)
-class Allowlist:
+class Allowlist(Record):
     """A loaded mount allowlist. When ``error`` is set, every additional mount is blocked."""
 
     path: Path

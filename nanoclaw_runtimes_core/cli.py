@@ -8,39 +8,28 @@ with no output, 130 interrupted, 143 stopped (SIGTERM, ``stop``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from .errors import ExitStatus, RuntimeFailure, UserError
 from .models import OutputSink
 
 if TYPE_CHECKING:
+    import argparse
+
     from .dispatch import Runtimes
     from .models import ExecutionResult
 
 PROG = "nanoclaw-runtimes"
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Run NanoClaw agents in per-group sandboxes chosen by runtime plugins.",
-        epilog="Exit statuses: run passes the sandbox's status through; otherwise 0 ok, 1 run "
-        "failed, 2 usage, 3 config, 4 no disk space, 124 timeout, 130 interrupted.",
-    )
-    parser.add_argument(
-        "--root",
-        metavar="DIR",
-        help="NanoClaw project root (default: $NANOCLAW_ROOT or the current folder)",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
+def _add_run(sub: Any) -> None:
     run = sub.add_parser(
         "run",
         help="run a group's agent (ContainerInput on stdin) or a command",
@@ -58,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
         "--name", metavar="NAME", help="a name for `ps` and `stop` (default: generated)"
     )
 
+
+def _add_prepare(sub: Any) -> None:
     prep = sub.add_parser("prepare", help="prepare a group, or a runtime's base with --base")
     prep.add_argument("group", nargs="?")
     prep.add_argument("--base", metavar="RUNTIME", help="build the runtime's base image or VM")
@@ -73,29 +64,44 @@ def _parser() -> argparse.ArgumentParser:
         help="a runtime's build option (repeatable; `plugins` lists them)",
     )
 
+
+def _add_reset(sub: Any) -> None:
     reset = sub.add_parser("reset", help="throw away the state a group's runtime keeps")
     reset.add_argument("group")
     reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
+
+def _add_stats(sub: Any) -> None:
     stats = sub.add_parser("stats", help="what each group's runtime keeps, and what it costs")
     stats.add_argument("--json", action="store_true")
 
+
+def _add_warm(sub: Any) -> None:
     warm = sub.add_parser("warm", help="sandboxes kept booted between runs (warm VMs); --stop them")
     warm.add_argument("group", nargs="?", help="with --stop: only this group's")
     warm.add_argument("--stop", action="store_true", help="power them off (their state stays)")
     warm.add_argument("--json", action="store_true")
 
+
+def _add_ps(sub: Any) -> None:
     ps = sub.add_parser("ps", help="runs in progress on this host")
     ps.add_argument("--json", action="store_true")
+
+
+def _add_stop(sub: Any) -> None:
     stop = sub.add_parser("stop", help="stop a run in progress (by the name `ps` shows)")
     stop.add_argument("name")
     stop.add_argument(
         "-t", "--time", type=float, default=15.0, metavar="S", help="grace in seconds"
     )
 
+
+def _add_plugins(sub: Any) -> None:
     plugins = sub.add_parser("plugins", help="installed runtimes, their engines and settings")
     plugins.add_argument("--json", action="store_true")
 
+
+def _add_config(sub: Any) -> None:
     cfg = sub.add_parser("config", help="configuration commands")
     cfg_sub = cfg.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
     check = cfg_sub.add_parser("check", help="validate group configs (all, or one)")
@@ -104,17 +110,122 @@ def _parser() -> argparse.ArgumentParser:
     trust.add_argument("group")
     cfg_sub.add_parser("schema", help="print the JSON Schema of config.json for installed runtimes")
 
+
+def _add_doctor(sub: Any) -> None:
     doctor = sub.add_parser("doctor", help="engines, limits, base images, settings, groups")
     doctor.add_argument("--json", action="store_true")
+
+
+SUBCOMMANDS = {
+    "run": _add_run,
+    "prepare": _add_prepare,
+    "reset": _add_reset,
+    "stats": _add_stats,
+    "warm": _add_warm,
+    "ps": _add_ps,
+    "stop": _add_stop,
+    "plugins": _add_plugins,
+    "config": _add_config,
+    "doctor": _add_doctor,
+}
+
+
+def _parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; with ``only``, just that subcommand (every run builds one
+    parser, and building all of them costs more than the run's own planning)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Run NanoClaw agents in per-group sandboxes chosen by runtime plugins.",
+        epilog="Exit statuses: run passes the sandbox's status through; otherwise 0 ok, 1 run "
+        "failed, 2 usage, 3 config, 4 no disk space, 124 timeout, 130 interrupted.",
+    )
+    parser.add_argument(
+        "--root",
+        metavar="DIR",
+        help="NanoClaw project root (default: $NANOCLAW_ROOT or the current folder)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, add in SUBCOMMANDS.items():
+        if only is None or name == only:
+            add(sub)
     return parser
 
 
+def _subcommand(words: list[str]) -> str | None:
+    """The subcommand named on the command line (skipping ``--root DIR``), if it is known."""
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "--root":
+            i += 2
+            continue
+        if word.startswith("-"):
+            return None  # --help, --root=DIR or a mistake: the full parser says what to do
+        return word if word in SUBCOMMANDS else None
+    return None
+
+
+def _valid_milliseconds(text: str) -> bool:
+    return text.isascii() and text.isdigit() and 0 < int(text) <= 2**31 - 1
+
+
 def _milliseconds(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) <= 2**31 - 1:
+    if not _valid_milliseconds(text):
+        import argparse
+
         raise argparse.ArgumentTypeError(
             f"expected milliseconds from 1 to {2**31 - 1}, got {text!r}"
         )
     return int(text)
+
+
+_RUN_OPTIONS = {"--runtime": "runtime", "--timeout": "timeout", "--name": "name"}
+
+
+def _plain_run(words: list[str]) -> Any | None:
+    """The parsed arguments of a plain ``[--root DIR] run [--runtime NAME] [--timeout MS]
+    [--name NAME] GROUP`` (options in any order, each once, every value a word of its own
+    not starting with ``-``), as argparse would give them; None for anything else, which
+    argparse parses (and explains). Every chat message is a ``run``: argparse and what it
+    imports (gettext, locale, shutil) cost more than the rest of the command line."""
+    found: dict[str, Any] = {"root": None, "runtime": None, "timeout": None, "name": None}
+    rest = list(words)
+    if rest[:1] == ["--root"]:
+        if len(rest) < 2 or not rest[1] or rest[1].startswith("-"):
+            return None
+        found["root"] = rest[1]
+        rest = rest[2:]
+    if rest[:1] != ["run"]:
+        return None
+    group = None
+    seen: set[str] = set()
+    i = 1
+    while i < len(rest):
+        word = rest[i]
+        if word in _RUN_OPTIONS:
+            if word in seen or i + 1 == len(rest):
+                return None
+            value = rest[i + 1]
+            if not value or value.startswith("-"):
+                return None
+            if word == "--timeout":
+                if not _valid_milliseconds(value):
+                    return None
+                found["timeout"] = int(value)
+            else:
+                found[_RUN_OPTIONS[word]] = value
+            seen.add(word)
+            i += 2
+            continue
+        if group is not None or not word or word.startswith("-"):
+            return None
+        group = word
+        i += 1
+    if group is None:
+        return None
+    return SimpleNamespace(command="run", group=group, **found)
 
 
 # --------------------------------------------------------------------------- output
@@ -199,7 +310,8 @@ def cmd_run(rt: Runtimes, args: argparse.Namespace) -> int:
 
     if sys.stdin.isatty():
         raise UserError(
-            "run GROUP reads a ContainerInput JSON object on stdin; pipe one in, or give a command after --"
+            "run GROUP reads a ContainerInput JSON object on stdin; "
+            "pipe one in, or give a command after --"
         )
     try:
         inp = decode_input(sys.stdin.buffer.read(MAX_INPUT + 1))
@@ -419,7 +531,8 @@ def cmd_plugins(rt: Runtimes, args: argparse.Namespace) -> int:
         state = "available" if row["available"] else "not available"
         detail = f": {row['detail']}" if row["detail"] else ""
         print(
-            f"{row['name']}: {row['distribution']} {row['version']} — engine {row['engine']} {state}{detail}"
+            f"{row['name']}: {row['distribution']} {row['version']} — "
+            f"engine {row['engine']} {state}{detail}"
         )
         if row["isolation"]:
             print(f"    isolation: {', '.join(row['isolation'])}")
@@ -500,7 +613,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--" in words:
         at = words.index("--")
         words, command = words[:at], words[at + 1 :]
-    args = _parser().parse_args(words)
+    args = _plain_run(words) or _parser(_subcommand(words)).parse_args(words)
     if command and args.command != "run":
         _err(f"{args.command}: unexpected arguments after --: {' '.join(command)}")
         return ExitStatus.USAGE

@@ -20,8 +20,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from attrs import evolve
-
 from .config import groupconfig, trust
 from .errors import ConfigError, UserError
 from .groups import scan_groups
@@ -47,7 +45,7 @@ from .plugins import Registry, default_registry
 from .redact import Redactor
 from .safefs import UnsafeEntry
 
-Progress = Callable[[str, "float | None"], None]
+Progress = Callable[[str, float | None], None]
 
 
 class _RunSink(OutputSink):
@@ -264,8 +262,7 @@ class Runtimes:
                     log_result = _interrupted(exc, plan.timeout_ms)
                     raise
                 else:
-                    result = evolve(
-                        result,
+                    result = result.replace(
                         stderr_tail=redact(result.stderr_tail),
                         error=redact(result.error) if result.error else None,
                     )
@@ -423,7 +420,7 @@ class Runtimes:
                 project=self.project, settings=settings, groups=tuple(by_runtime.get(name, ()))
             )
             found = self.registry.call(name, "stats", request=request) or []
-            rows += [r if r.runtime else evolve(r, runtime=name) for r in found]
+            rows += [r if r.runtime else r.replace(runtime=name) for r in found]
         return rows
 
     def groups_by_runtime(self) -> dict[str, list[Group]]:

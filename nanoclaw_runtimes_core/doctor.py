@@ -11,7 +11,7 @@ from .models import Limits
 from .settings.core import CoreSettings
 from .settings.fields import fields_of
 from .settings.resolve import Resolved, resolve
-from .settings.values import converter
+from .settings.values import to_json
 
 if TYPE_CHECKING:
     from .dispatch import Runtimes
@@ -19,13 +19,11 @@ if TYPE_CHECKING:
 
 def _settings_json(cls: type, sources: Any) -> dict[str, Any]:
     found: Resolved[Any] = resolve(cls, sources)
-    values = converter().unstructure(found.settings) if found.settings is not None else {}
     out = {}
     for f in fields_of(cls):
         value = getattr(found.settings, f.name, None) if found.settings is not None else None
-        key = f.info.key or f.name
         out[f.name] = {
-            "value": values.get(key, value) if isinstance(values, dict) else value,
+            "value": to_json(value),
             "from": str(found.origins.get(f.name, "default")),
             "env": f.info.env,
             "key": f.info.key,
@@ -49,7 +47,8 @@ def report(rt: Runtimes) -> dict[str, Any]:
     else:
         failures += 1
         lines.append(
-            f"FAIL data folder {folder} cannot be written by uid {os.getuid()}; fix its owner or pass --root"
+            f"FAIL data folder {folder} cannot be written by uid {os.getuid()}; "
+            "fix its owner or pass --root"
         )
 
     try:
@@ -72,7 +71,8 @@ def report(rt: Runtimes) -> dict[str, Any]:
     }
     if probe.unenforced:
         lines.append(
-            f"--   limits: {', '.join(probe.unenforced)} not enforceable here for host-process sandboxes"
+            f"--   limits: {', '.join(probe.unenforced)} not enforceable here "
+            "for host-process sandboxes"
         )
     else:
         lines.append("ok   limits: cpus, memory and processes can be enforced (cgroups)")
@@ -158,7 +158,8 @@ def report(rt: Runtimes) -> dict[str, Any]:
                 "problems": [engine.get("detail", "")],
             }
             lines.append(
-                f"FAIL group {group} runs on {runtime}, whose engine is not available: {engine.get('detail')}"
+                f"FAIL group {group} runs on {runtime}, "
+                f"whose engine is not available: {engine.get('detail')}"
             )
             if engine.get("fix"):
                 lines.append(f"     fix: {engine['fix']}")

@@ -9,7 +9,6 @@ a distribution changes its folder), and rescanned when anything differs.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
 import json
 import os
@@ -17,19 +16,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from attrs import frozen
-
+from .digest import sha256_hex
 from .hookspecs import PROJECT_NAME
+from .record import Record
 
 
-@frozen
-class Distribution:
+class Distribution(Record, kw_only=False):
     name: str
     version: str
 
 
-@frozen
-class RuntimeEntryPoint:
+class RuntimeEntryPoint(Record, kw_only=False):
     """What the registry needs of an entry point: its name, target and distribution."""
 
     name: str
@@ -58,7 +55,7 @@ def _key() -> str:
             parts.append(f"{entry}\0{os.stat(entry or '.').st_mtime_ns}")
         except OSError:
             parts.append(f"{entry}\0-")
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    return sha256_hex("\n".join(parts).encode())
 
 
 def _scan() -> list[RuntimeEntryPoint]:
@@ -77,10 +74,8 @@ def _scan() -> list[RuntimeEntryPoint]:
     return found
 
 
-def runtime_entry_points() -> list[RuntimeEntryPoint]:
-    """Every installed ``nanoclaw_runtimes`` entry point (from the cache when it is current)."""
-    key = _key()
-    path = _cache_file()
+def _cached(path: Path, key: str) -> list[RuntimeEntryPoint] | None:
+    """The cached entry points when the cache is for ``key``, else None."""
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         data = json.loads(path.read_text())
         if data["key"] == key:
@@ -92,6 +87,17 @@ def runtime_entry_points() -> list[RuntimeEntryPoint]:
                 )
                 for e in data["entryPoints"]
             ]
+    return None
+
+
+def runtime_entry_points(*, fresh: bool = False) -> list[RuntimeEntryPoint]:
+    """Every installed ``nanoclaw_runtimes`` entry point: from the cache when it is current and
+    not ``fresh``, else scanned (and the cache rewritten)."""
+    key = _key()
+    path = _cache_file()
+    cached = None if fresh else _cached(path, key)
+    if cached is not None:
+        return cached
     found = _scan()
     record = {
         "key": key,

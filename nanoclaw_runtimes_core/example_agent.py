@@ -10,8 +10,8 @@ secrets. Run it as ``python3 -m nanoclaw_runtimes_core.example_agent``.
 from __future__ import annotations
 
 import json
+import os
 import sys
-import uuid
 from pathlib import Path
 
 START = "---NANOCLAW_OUTPUT_START---"
@@ -46,7 +46,7 @@ def main() -> int:
         + "."
     )
     emit({"status": "success", "result": answer})
-    session = request.get("sessionId") or f"example-{uuid.uuid4().hex[:8]}"
+    session = request.get("sessionId") or f"example-{os.urandom(4).hex()}"
     emit({"status": "success", "result": None, "newSessionId": session})
     return 0
 

@@ -10,13 +10,16 @@ main group is decided by the host (``isMain`` in its ContainerInput, or
 from __future__ import annotations
 
 import os
-import re
 import stat
 
 from .errors import UserError
 from .models import Group, Project
 
-FOLDER_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+FOLDER_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
+"""The rule as a regular expression; checked with sets of characters (compiling a pattern
+costs a run more than every other check of its name together)."""
+_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_REST = _FIRST | {"_", "-"}
 FOLDER_RULE = (
     "a group name is 1 to 64 letters, digits, '_' or '-', starting with a letter or digit "
     "(^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$), and is not 'global'"
@@ -32,10 +35,10 @@ def name_problem(folder: str) -> str | None:
         return "'global' is the folder shared by every group, not a group"
     if len(folder) > 64:
         return f"it is {len(folder)} characters long, the limit is 64"
-    if not re.fullmatch(r"[A-Za-z0-9]", folder[0]):
+    if folder[0] not in _FIRST:
         return f"it starts with {folder[0]!r}"
-    if not FOLDER_PATTERN.fullmatch(folder):
-        bad = next(c for c in folder if not re.fullmatch(r"[A-Za-z0-9_-]", c))
+    bad = next((c for c in folder if c not in _REST), None)
+    if bad is not None:
         return f"it contains {bad!r}"
     return None
 

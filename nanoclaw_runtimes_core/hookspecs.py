@@ -21,9 +21,8 @@ and its distribution. Raise :class:`~nanoclaw_runtimes_core.errors.UserError`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-import pluggy
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 if TYPE_CHECKING:
     from .models import (
@@ -39,8 +38,99 @@ if TYPE_CHECKING:
 PROJECT_NAME = "nanoclaw_runtimes"
 """The pluggy project name, which is also the entry-point group."""
 
-hookspec = pluggy.HookspecMarker(PROJECT_NAME)
-hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+F = TypeVar("F", bound=Callable[..., object])
+
+
+class HookimplMarker:
+    """``@hookimpl``: marks a function as a hook implementation, exactly as
+    ``pluggy.HookimplMarker(PROJECT_NAME)`` does (the same ``nanoclaw_runtimes_impl``
+    options), without importing pluggy: a run calls its runtime's hooks directly and
+    needs pluggy only to explain a plugin it cannot take (see :mod:`.plugins`)."""
+
+    __slots__ = ("project_name",)
+
+    def __init__(self, project_name: str) -> None:
+        self.project_name = project_name
+
+    @overload
+    def __call__(
+        self,
+        function: F,
+        hookwrapper: bool = ...,
+        optionalhook: bool = ...,
+        tryfirst: bool = ...,
+        trylast: bool = ...,
+        specname: str | None = ...,
+        wrapper: bool = ...,
+    ) -> F: ...
+
+    @overload
+    def __call__(
+        self,
+        function: None = ...,
+        hookwrapper: bool = ...,
+        optionalhook: bool = ...,
+        tryfirst: bool = ...,
+        trylast: bool = ...,
+        specname: str | None = ...,
+        wrapper: bool = ...,
+    ) -> Callable[[F], F]: ...
+
+    def __call__(
+        self,
+        function: F | None = None,
+        hookwrapper: bool = False,
+        optionalhook: bool = False,
+        tryfirst: bool = False,
+        trylast: bool = False,
+        specname: str | None = None,
+        wrapper: bool = False,
+    ) -> F | Callable[[F], F]:
+        """Mark ``function`` (or return a decorator marking one) with these options."""
+
+        def mark(func: F) -> F:
+            opts = {
+                "wrapper": wrapper,
+                "hookwrapper": hookwrapper,
+                "optionalhook": optionalhook,
+                "tryfirst": tryfirst,
+                "trylast": trylast,
+                "specname": specname,
+            }
+            setattr(func, self.project_name + "_impl", opts)
+            return func
+
+        return mark if function is None else mark(function)
+
+
+class HookspecMarker:
+    """``@hookspec``: marks a hook specification, as ``pluggy.HookspecMarker`` does."""
+
+    __slots__ = ("project_name",)
+
+    def __init__(self, project_name: str) -> None:
+        self.project_name = project_name
+
+    def __call__(
+        self, function: F | None = None, firstresult: bool = False, historic: bool = False
+    ) -> Any:
+        """Mark ``function`` (or return a decorator marking one) as a hook specification."""
+
+        def mark(func: F) -> F:
+            opts = {
+                "firstresult": firstresult,
+                "historic": historic,
+                "warn_on_impl": None,
+                "warn_on_impl_args": None,
+            }
+            setattr(func, self.project_name + "_spec", opts)
+            return func
+
+        return mark if function is None else mark(function)
+
+
+hookspec = HookspecMarker(PROJECT_NAME)
+hookimpl = HookimplMarker(PROJECT_NAME)
 
 
 @hookspec(firstresult=True)

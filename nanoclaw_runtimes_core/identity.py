@@ -11,7 +11,6 @@ account that owns nothing else. VMs map their guest users ``0..65535`` onto
 from __future__ import annotations
 
 import os
-import pwd
 
 from .errors import ConfigError
 from .models import SandboxUser
@@ -38,6 +37,8 @@ def sandbox_user(value: str) -> SandboxUser:
             uid = int(uid_text)
             gid = int(gid_text) if gid_text else uid
         else:
+            import pwd  # only for a user given by name
+
             entry = pwd.getpwnam(uid_text)
             uid = entry.pw_uid
             gid = int(gid_text) if gid_text else entry.pw_gid

@@ -23,20 +23,20 @@ import signal
 import time
 from pathlib import Path
 
-from attrs import define, field
-
 from .models import Limits
+from .record import Record, field
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PARENT = "nanoclaw-runtimes"
 PERIOD_US = 100_000
+KILL_WAIT_S = 0.5
+"""How long :meth:`LimitPlan.kill_and_remove` keeps killing what is left in a cgroup."""
 JOIN_SCRIPT = (
     'for f; do [ "$f" = -- ] && break; echo $$ > "$f" || exit 125; shift; done; shift; exec "$@"'
 )
 
 
-@define
-class LimitPlan:
+class LimitPlan(Record, frozen=False, kw_only=False):
     """How one run's limits are applied: an argv prefix, the cgroups to clean up, what is
     enforced and what is not."""
 
@@ -49,14 +49,19 @@ class LimitPlan:
     def kill_and_remove(self) -> None:
         """Kill whatever is left in the run's cgroups, then remove them."""
         for cg in self.cgroups:
-            for _ in range(50):
+            deadline = time.monotonic() + KILL_WAIT_S
+            pause = 0.0005  # processes of a run that just ended are usually gone within 1 ms
+            while True:
                 pids = _pids(cg)
                 if not pids:
                     break
                 for pid in pids:
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.kill(pid, signal.SIGKILL)
-                time.sleep(0.01)
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(pause)
+                pause = min(pause * 2, 0.01)
             with contextlib.suppress(OSError):
                 cg.rmdir()
         self.cgroups = []
@@ -199,7 +204,8 @@ def plan_limits(run: str, limits: Limits, *, dedicated_user: bool) -> LimitPlan:
 def unenforced_message(unenforced: list[str]) -> str:
     """The warning for limits that cannot be enforced here."""
     return (
-        f"the {', '.join(unenforced)} limit{'s are' if len(unenforced) > 1 else ' is'} not enforced "
-        "on this host (no cgroup nanoclaw-runtimes may use: run as root, or on cgroup v2 with "
-        "delegation); set NANOCLAW_LIMITS=strict to refuse such runs"
+        f"the {', '.join(unenforced)} "
+        f"limit{'s are' if len(unenforced) > 1 else ' is'} not enforced "
+        "on this host (cgroups are set up only when nanoclaw-runtimes runs as root); "
+        "set NANOCLAW_LIMITS=strict to refuse such runs"
     )

@@ -47,6 +47,25 @@ def _park_fd(path: Path, fd: int) -> None:
         _idle_fds.setdefault(path, []).append(fd)
 
 
+def lock_fd(fd: int, *, wait_s: float | None = None, poll_s: float = 0.05) -> bool:
+    """Take the exclusive lock on the open file ``fd``: at once (``wait_s=0``), within
+    ``wait_s`` seconds, or as long as it takes (None). True when taken, False when another
+    open file holds it still. For lock files a caller opens itself (created exclusively,
+    handed to a child process); :class:`FileLock` covers the rest."""
+    if wait_s is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return True
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(poll_s)
+
+
 class FileLock:
     """An exclusive lock on a file; each instance holds its own descriptor.
 
@@ -69,18 +88,8 @@ class FileLock:
             raise RuntimeError(f"{self.path} is already held by this lock object")
         fd = _open_fd(self.path)
         try:
-            if timeout is None:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            else:
-                deadline = time.monotonic() + timeout
-                while True:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        if time.monotonic() >= deadline:
-                            raise LockTimeout(f"{self.path} is held by another process") from None
-                        time.sleep(poll_s)
+            if not lock_fd(fd, wait_s=timeout, poll_s=poll_s):
+                raise LockTimeout(f"{self.path} is held by another process")
         except BaseException:
             _park_fd(self.path, fd)
             raise
@@ -110,12 +119,9 @@ def is_held(path: Path) -> bool:
     except OSError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
+        return not lock_fd(fd, wait_s=0)
     finally:
         os.close(fd)
-    return False
 
 
 def locks_dir(project: Project) -> Path:

@@ -1,7 +1,8 @@
 """The typed values passed between the core, the runtimes and the host.
 
-Every class is an immutable attrs class with keyword-only construction, so new
-fields can be added without breaking plugins or hosts that build them. The
+Every class is an immutable :class:`~nanoclaw_runtimes_core.record.Record` with
+keyword-only construction, so new fields can be added without breaking plugins or
+hosts that build them. The
 request classes are generic in the runtime's settings class: a runtime that
 declares ``VibeSettings`` receives ``ExecuteRequest[VibeSettings]``.
 """
@@ -9,12 +10,14 @@ declares ``VibeSettings`` receives ``ExecuteRequest[VibeSettings]``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
-from attrs import Factory, define, field
+from .record import Record, field
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 S = TypeVar("S")
 
@@ -23,8 +26,7 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 # --------------------------------------------------------------------------- project
 
 
-@define(frozen=True, kw_only=True)
-class Project:
+class Project(Record):
     """A NanoClaw project root and the folders the contract places under it."""
 
     root: Path
@@ -43,8 +45,7 @@ class Project:
         return p if p.is_absolute() else self.root / p
 
 
-@define(frozen=True, kw_only=True)
-class Group:
+class Group(Record):
     """One chat group: its folder under ``groups/`` and whether it is the main group."""
 
     folder: str
@@ -63,8 +64,7 @@ MountKind = Literal[
 ]
 
 
-@define(frozen=True, kw_only=True)
-class Mount:
+class Mount(Record):
     """A host folder (or, for ``kind="file"``, one file) shown inside the sandbox at
     ``container_path``, an absolute guest path.
 
@@ -82,8 +82,7 @@ class Mount:
         return self.kind == "file"
 
 
-@define(frozen=True, kw_only=True)
-class Mask:
+class Mask(Record):
     """A file inside a mount that the sandbox must see read-only, with other content.
 
     ``source`` is a host file to show in its place (read-only), or None for an
@@ -100,8 +99,7 @@ class Mask:
     """Mask a folder (shown empty) rather than a file."""
 
 
-@define(frozen=True, kw_only=True)
-class RejectedMount:
+class RejectedMount(Record):
     """An ``additionalMounts`` entry the allowlist refused, with the reason the user sees."""
 
     host_path: str
@@ -112,8 +110,7 @@ class RejectedMount:
 # --------------------------------------------------------------------------- protocol
 
 
-@define(frozen=True, kw_only=True)
-class ContainerInput:
+class ContainerInput(Record):
     """The JSON object a host writes to the sandbox's stdin (NanoClaw's ``ContainerInput``).
 
     Fields the core does not use (``script`` of a scheduled task, and whatever
@@ -136,8 +133,7 @@ class ContainerInput:
         return tuple(v for v in (self.secrets or {}).values() if v)
 
 
-@define(frozen=True, kw_only=True)
-class ContainerOutput:
+class ContainerOutput(Record):
     """One output block an agent printed between the NanoClaw markers."""
 
     status: Literal["success", "error"]
@@ -170,8 +166,7 @@ class OutputSink:
         """A recoverable problem, e.g. an output block whose JSON did not parse."""
 
 
-@define(frozen=True, kw_only=True)
-class SandboxUser:
+class SandboxUser(Record):
     """The host identity the sandbox acts as on host files.
 
     The invoking user when the CLI is not root; otherwise an unprivileged user
@@ -188,8 +183,7 @@ class SandboxUser:
         return self.source == "invoking user"
 
 
-@define(frozen=True, kw_only=True)
-class Limits:
+class Limits(Record):
     """Resources one sandbox may use; None means not limited."""
 
     cpus: float | None = None
@@ -197,8 +191,7 @@ class Limits:
     pids: int | None = None
 
 
-@define(frozen=True, kw_only=True)
-class ExecuteRequest(Generic[S]):
+class ExecuteRequest(Record, Generic[S]):
     """Everything a runtime needs for one execution in one group's sandbox.
 
     Exactly one of ``input`` (agent mode: the agent reads it on stdin and prints
@@ -221,11 +214,11 @@ class ExecuteRequest(Generic[S]):
     command: tuple[str, ...] | None = None
     agent_command: tuple[str, ...] | None = None
     env: Mapping[str, str] = field(default=_EMPTY, repr=False)
-    sink: OutputSink = Factory(OutputSink)
+    sink: OutputSink = field(factory=OutputSink)
     run_id: str = ""
     run_name: str = ""
     debug: bool = False
-    user: SandboxUser = Factory(lambda: SandboxUser(uid=0, gid=0, source="unset"))
+    user: SandboxUser = field(factory=lambda: SandboxUser(uid=0, gid=0, source="unset"))
     strict_limits: bool = False
     """Refuse to run when a resource limit cannot be enforced (``NANOCLAW_LIMITS=strict``)."""
     state_dir: Path | None = None
@@ -243,8 +236,7 @@ class ExecuteRequest(Generic[S]):
         return self.input.secret_values() if self.input is not None else ()
 
 
-@define(frozen=True, kw_only=True)
-class ExecutionResult:
+class ExecutionResult(Record):
     """What came out of one execution; ``status`` applies the contract's rules.
 
     ``outputs`` keeps at most the first blocks up to a total size cap
@@ -289,8 +281,7 @@ class ExecutionResult:
         return f"Container exited with code {self.exit_code}: {self.stderr_tail[-200:]}"
 
 
-@define(frozen=True, kw_only=True)
-class PrepareRequest(Generic[S]):
+class PrepareRequest(Record, Generic[S]):
     """A ``prepare`` call: for one group (``group`` set) or the runtime's base (``group`` None).
 
     ``options`` are the ``prepare --base`` options (``--minimal`` and ``--option
@@ -306,8 +297,7 @@ class PrepareRequest(Generic[S]):
     state_dir: Path | None = None
 
 
-@define(frozen=True, kw_only=True)
-class GroupRequest(Generic[S]):
+class GroupRequest(Record, Generic[S]):
     """A ``reset`` call: one group of one runtime.
 
     ``scope`` is ``"all"`` (throw the group's state away) or ``"warm"`` (only stop
@@ -322,8 +312,7 @@ class GroupRequest(Generic[S]):
     scope: Literal["all", "warm"] = "all"
 
 
-@define(frozen=True, kw_only=True)
-class StatsRequest(Generic[S]):
+class StatsRequest(Record, Generic[S]):
     """A ``stats`` call: every group of one runtime in one project.
 
     ``groups`` are the groups that run on this runtime (by their config, else
@@ -335,8 +324,7 @@ class StatsRequest(Generic[S]):
     groups: tuple[Group, ...] = ()
 
 
-@define(frozen=True, kw_only=True)
-class StatsRow:
+class StatsRow(Record):
     """One thing a runtime keeps on disk or in its engine, and what it costs.
 
     ``kind`` is e.g. ``disk``, ``base``, ``workspace``, ``leftover``, ``warm-vm``;
@@ -368,8 +356,7 @@ or empty inside the sandbox."""
 ISOLATION_PROPERTIES = (ISOLATION_FILESYSTEM, ISOLATION_PID, ISOLATION_NETWORK, ISOLATION_MASKS)
 
 
-@define(frozen=True, kw_only=True)
-class EngineStatus:
+class EngineStatus(Record):
     """Whether a runtime's engine can run on this host, and what to do when it cannot.
 
     ``isolation`` names the optional isolation properties the engine enforces

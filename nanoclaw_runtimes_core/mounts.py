@@ -23,17 +23,19 @@ import json
 import os
 import posixpath
 import stat
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import attrs
-
-from .allowlist import Allowlist, allowed_root, blocked_by, display, load_allowlist
 from .errors import ConfigError
 from .groups import GLOBAL_FOLDER
 from .models import Group, Mask, Mount, Project, RejectedMount
+from .record import Record
 from .settings.core import AdditionalMount
+
+if TYPE_CHECKING:
+    # Loaded only for a group that has additional mounts or is the main group.
+    from .allowlist import Allowlist
 
 EXTRA_PREFIX = "/workspace/extra"
 IPC_SUBFOLDERS = ("messages", "tasks", "input")
@@ -42,8 +44,7 @@ GROUP_CONFIG_IN_SANDBOX = "/workspace/group/config.json"
 MAX_MASK_SCAN = 2000
 
 
-@attrs.frozen(kw_only=True)
-class MountPlan:
+class MountPlan(Record):
     """The mounts for one group's sandbox (parents first), the masks over them, and the
     additional mounts that were refused. ``notes`` tells of mounts made read-only against the
     group's wish."""
@@ -195,9 +196,11 @@ def plan_mounts(
     if not allowlist_file.is_absolute():
         allowlist_file = project.root / allowlist_file
     entries = tuple(additional)
-    allowlist = (
-        load_allowlist(allowlist_file, base=project.root) if entries or group.is_main else None
-    )
+    allowlist: Allowlist | None = None
+    if entries or group.is_main:
+        from .allowlist import load_allowlist
+
+        allowlist = load_allowlist(allowlist_file, base=project.root)
     if group.is_main:
         mounts.append(
             Mount(
@@ -274,6 +277,8 @@ def check_additional_mount(
     read-only, or is empty), or ``(None, reason)`` when refused. A relative
     ``hostPath`` is taken from the project root.
     """
+    from .allowlist import allowed_root, blocked_by, display
+
     if allowlist.error:
         return None, allowlist.error
     host = entry.host_path
@@ -294,7 +299,8 @@ def check_additional_mount(
     pattern = blocked_by(real, allowlist.blocked_patterns)
     if pattern is not None:
         return None, (
-            f'{real} matches the blocked pattern "{pattern}"; credentials and secrets are never mounted'
+            f'{real} matches the blocked pattern "{pattern}"; '
+            "credentials and secrets are never mounted"
         )
     clash = _overlaps(real, protected)
     if clash is not None:
@@ -405,6 +411,8 @@ def check_host_mount(
         entry = AdditionalMount(
             host_path=host, container_path=container[len(EXTRA_PREFIX) + 1 :], readonly=readonly
         )
+        from .allowlist import load_allowlist
+
         allowlist = load_allowlist(allowlist_path, base=project.root)
         return check_additional_mount(
             entry,
@@ -415,6 +423,10 @@ def check_host_mount(
         )
     path = Path(host)
     if readonly and path.is_file() and not path.is_symlink():
+        import tempfile
+
+        from .allowlist import blocked_by
+
         real = _real(path)
         temp = _real(Path(tempfile.gettempdir()))
         if temp in real.parents and blocked_by(real, _builtin()) is None:

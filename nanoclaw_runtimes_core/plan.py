@@ -10,25 +10,23 @@ its plan under the group's lock (:mod:`nanoclaw_runtimes_core.workspace`).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
-from attrs import frozen
-
 from .config import groupconfig, trust
 from .config.dotenv import DotEnv, read_dotenv
+from .digest import sha256_hex
 from .errors import RuntimeNotFound, UserError
 from .groups import check_folder_name, resolve_group
 from .locks import group_lock_path, is_held
 from .models import Group, Mount, Project
 from .mounts import MountPlan, check_host_mount, ordered, plan_mounts
 from .plugins import AUTO_ORDER, Registry
+from .record import Record
 from .safefs import UnsafeEntry
 from .settings.core import CoreSettings
 from .settings.fields import known_keys
@@ -37,14 +35,15 @@ from .settings.resolve import Origin, Resolved, Sources, resolve
 
 S = TypeVar("S")
 
-RUN_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
+RUN_NAME = r"[a-zA-Z0-9][a-zA-Z0-9_.-]{1,62}"
+"""What ``--name`` may be (compiled only when one is given)."""
+_SLUG = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 CONFIG_MASK_NAME = "config.json"
 UNSAFE_MARKER = b"unsafe: "
 """What stands for the bytes of a config file that cannot be read safely (a link, a FIFO)."""
 
 
-@frozen(kw_only=True)
-class HostMount:
+class HostMount(Record):
     """A mount a host passed on its own command line (``-v host:ctr[:ro]``)."""
 
     host: str
@@ -52,8 +51,7 @@ class HostMount:
     readonly: bool
 
 
-@frozen(kw_only=True)
-class GroupPlan(Generic[S]):
+class GroupPlan(Record, Generic[S]):
     """Everything decided for one run of one group before its runtime is called."""
 
     project: Project
@@ -82,20 +80,32 @@ class GroupPlan(Generic[S]):
 
 def project_tag(root: Path) -> str:
     """A short tag of the project root, to tell its runs and containers from other projects'."""
-    return hashlib.sha256(str(root).encode()).hexdigest()[:6]
+    return sha256_hex(str(root).encode())[:6]
+
+
+def _slug(text: str) -> str:
+    """``text`` lower-cased, every run of characters other than ``[a-z0-9]`` made one ``-``,
+    none at either end (as ``re.sub(r"[^a-z0-9]+", "-", ...)`` would, without compiling it)."""
+    out: list[str] = []
+    for c in text.lower():
+        if c in _SLUG:
+            out.append(c)
+        elif out and out[-1] != "-":
+            out.append("-")
+    return "".join(out).strip("-")
 
 
 def make_run_name(project: Project, folder: str, requested: str | None = None) -> str:
     """A run name valid on every engine (at most 63 of ``[a-z0-9-]``), unique on this host."""
     if requested is not None:
-        if not RUN_NAME.fullmatch(requested):
+        if not re.fullmatch(RUN_NAME, requested):
             raise UserError(
-                f"--name {requested!r}: a name is 1 to 63 letters, digits, '_', '.' or '-', "
+                f"--name {requested!r}: a name is 2 to 63 letters, digits, '_', '.' or '-', "
                 "starting with a letter or digit"
             )
         return requested
-    safe = re.sub(r"[^a-z0-9]+", "-", folder.lower()).strip("-")[:32] or "group"
-    return f"nc-{safe}-{project_tag(project.root)}-{uuid.uuid4().hex[:12]}"
+    safe = _slug(folder)[:32] or "group"
+    return f"nc-{safe}-{project_tag(project.root)}-{os.urandom(6).hex()}"
 
 
 class Planner:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -57,6 +56,35 @@ def host_env(*names: str, extra: Mapping[str, str] | None = None) -> dict[str, s
     if extra:
         env.update(extra)
     return env
+
+
+def find_program(name: str, path: str | None = None) -> str | None:
+    """The executable ``name`` would run as (searched in ``path``, default ``$PATH``), or None;
+    what ``shutil.which(name, path=path)`` answers on POSIX, without importing shutil."""
+    if os.path.dirname(name):
+        return name if _is_program(name) else None
+    if path is None:
+        path = os.environ.get("PATH")
+        if path is None:
+            try:
+                path = os.confstr("CS_PATH") or os.defpath
+            except (AttributeError, ValueError):
+                path = os.defpath
+    if not path:
+        return None
+    seen: set[str] = set()
+    for folder in path.split(os.pathsep):
+        if folder in seen:
+            continue
+        seen.add(folder)
+        candidate = os.path.join(folder, name)
+        if _is_program(candidate):
+            return candidate
+    return None
+
+
+def _is_program(path: str) -> bool:
+    return os.path.exists(path) and os.access(path, os.F_OK | os.X_OK) and not os.path.isdir(path)
 
 
 class _Run:
@@ -209,7 +237,7 @@ def run_process(
     host = dict(env if env is not None else HOST_ENV)
     program = argv[0] if argv else ""
     checkable = program.startswith("/") or "/" not in program
-    if prefix and checkable and shutil.which(program, path=host.get("PATH", HOST_PATH)) is None:
+    if prefix and checkable and find_program(program, path=host.get("PATH", HOST_PATH)) is None:
         # Behind the prefix a missing program would be the prefix's exit 127: say it here.
         raise FileNotFoundError(2, "No such file or directory", argv[0])
     full = [*prefix, *argv]
@@ -323,4 +351,4 @@ def exit_status(code: int | None) -> int:
     return 128 - code if code < 0 else code
 
 
-__all__ = ["HOST_ENV", "exit_status", "host_env", "launch_prefix", "run_process"]
+__all__ = ["HOST_ENV", "exit_status", "find_program", "host_env", "launch_prefix", "run_process"]

@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from attrs import define
-
 from .models import ContainerInput, ContainerOutput
+from .record import Record
 
 OUTPUT_START = "---NANOCLAW_OUTPUT_START---"
 OUTPUT_END = "---NANOCLAW_OUTPUT_END---"
@@ -139,15 +138,13 @@ def output_from_obj(obj: Any) -> ContainerOutput:
 # --------------------------------------------------------------------------- events
 
 
-@define(frozen=True)
-class OutputEvent:
+class OutputEvent(Record, kw_only=False):
     """A complete, valid output block."""
 
     output: ContainerOutput
 
 
-@define(frozen=True)
-class ProblemEvent:
+class ProblemEvent(Record, kw_only=False):
     """Something in the stream that could not be used: a block with bad JSON, a block larger
     than the cap, a stream that ended inside a block."""
 

@@ -11,17 +11,23 @@ overwrites an existing file.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
-from datetime import datetime, timezone
 
 from .models import ContainerInput, ExecutionResult, Group, Mount
 from .redact import REDACTED, Redactor
 from .safefs import Repair, SafeDir
 
 
-def _stamp(when: datetime) -> str:
-    iso = when.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return iso.replace(":", "-").replace(".", "-")
+def _iso(when_ns: int) -> str:
+    """``2026-01-02T03:04:05.678Z`` (UTC, milliseconds) of a ``time.time_ns()`` value; the
+    ``time`` module, not ``datetime``, which a run does not otherwise import."""
+    seconds, rest = divmod(when_ns, 10**9)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{rest // 10**6:03d}Z"
+
+
+def _stamp(when_ns: int) -> str:
+    return _iso(when_ns).replace(":", "-").replace(".", "-")
 
 
 def render(
@@ -35,10 +41,10 @@ def render(
     mounts: Iterable[Mount],
     problems: Iterable[str],
     verbose: bool,
-    now: datetime,
+    now: int,
 ) -> str:
-    """The log text (not yet redacted)."""
-    iso = now.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The log text (not yet redacted); ``now`` is ``time.time_ns()``."""
+    iso = _iso(now)
     if result.timed_out:
         lines = [
             "=== Container Run Log (TIMEOUT) ===",
@@ -126,7 +132,7 @@ def write_run_log(
 ) -> str:
     """Write one run's log into the group's ``logs/`` (``<prefix>-<time>.log``) and return its
     path as text."""
-    now = datetime.now(timezone.utc)
+    now = time.time_ns()
     text = redact(
         render(
             group=group,

@@ -22,10 +22,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import attrs
-
 from .errors import UserError
 from .locks import OwnerLock, owner_alive
+from .record import Record
 from .safefs import remove_tree
 
 OWNER = ".owner"
@@ -64,8 +63,7 @@ def runs_dir() -> Path:
     return path
 
 
-@attrs.frozen(kw_only=True)
-class RunRecord:
+class RunRecord(Record):
     """A run as other processes see it."""
 
     name: str
@@ -77,7 +75,7 @@ class RunRecord:
     folder: Path
 
     def to_json(self) -> str:
-        data = attrs.asdict(self)
+        data = self.to_dict()
         data["folder"] = str(self.folder)
         return json.dumps(data)
 

@@ -20,16 +20,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shutil
 import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
-from attrs import frozen
-
 from .errors import NoSpace, UserError
+from .record import Record
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -40,8 +38,7 @@ class UnsafeEntry(UserError):
     """A file the host was about to read is a link, a special file or too large."""
 
 
-@frozen
-class Repair:
+class Repair(Record, kw_only=False):
     """A planted entry that was removed or moved aside, for the user to see."""
 
     path: Path
@@ -274,13 +271,47 @@ def remove_tree(path: Path) -> bool:
     if not stat.S_ISDIR(st.st_mode):
         os.unlink(path)
         return True
-    # shutil.rmtree works on descriptors where the platform allows it: links are not followed.
-    shutil.rmtree(path)
+    if not _remove_flat_folder(path):
+        import shutil
+
+        # shutil.rmtree works on descriptors where the platform allows it: links are not followed.
+        shutil.rmtree(path)
     return True
 
 
-@frozen
-class Usage:
+def _remove_flat_folder(path: Path) -> bool:
+    """Remove ``path`` when it holds no folder (a run's folder: a lock, a record, a mask),
+    through its descriptor as ``shutil.rmtree`` does, without importing shutil (and the
+    compression modules it loads) on every run. False, leaving the rest to ``shutil.rmtree``,
+    when a folder is inside or the folder cannot be opened as one."""
+    try:
+        fd = os.open(path, _DIR_FLAGS)
+    except OSError:
+        return False
+    try:
+        with os.scandir(fd) as entries:
+            names = []
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    return False
+                names.append(entry.name)
+        for name in names:
+            try:
+                os.unlink(name, dir_fd=fd)  # a link is removed itself, never followed
+            except FileNotFoundError:
+                continue
+            except OSError:
+                return False  # replaced by a folder meanwhile
+    finally:
+        os.close(fd)
+    try:
+        os.rmdir(path)
+    except OSError:
+        return False  # something appeared meanwhile
+    return True
+
+
+class Usage(Record, kw_only=False):
     """What a folder or file costs: apparent and allocated bytes, newest modification."""
 
     apparent: int

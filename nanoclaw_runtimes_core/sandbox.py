@@ -7,7 +7,6 @@ runtime imports.
 from __future__ import annotations
 
 import os
-import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,9 +38,8 @@ def sandbox_env(
 
 def example_agent_file() -> Path:
     """The example agent, a standard-library-only script that speaks the NanoClaw protocol."""
-    from . import example_agent
-
-    return Path(example_agent.__file__).resolve()
+    # Beside this module: importing the agent to ask its path would load what it imports.
+    return Path(__file__).resolve().with_name("example_agent.py")
 
 
 def example_agent_mount() -> Mount:
@@ -183,6 +181,8 @@ def namespace_setup_script(
 
     Every path is quoted and every mount checked: a mount that fails stops the run.
     """
+    import shlex
+
     q = shlex.quote
     root_dir = new_root or runs_dir() / (request.run_name or f"direct-{os.getpid()}") / "root"
     root_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

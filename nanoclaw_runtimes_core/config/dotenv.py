@@ -7,8 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 
-from attrs import frozen
-
+from ..record import Record
 from ..safefs import SafeDir, UnsafeEntry
 from ..settings.problems import Problem
 
@@ -16,8 +15,7 @@ DOTENV_FILE = ".env"
 MAX_BYTES = 1 << 20
 
 
-@frozen
-class DotEnv:
+class DotEnv(Record, kw_only=False):
     """The variables of a project's ``.env`` (a line without ``=`` gives None) and its problems."""
 
     values: Mapping[str, str | None]

@@ -10,14 +10,13 @@ trusted blindly: :mod:`.trust` decides which version is in force.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from attrs import frozen
-
+from ..digest import sha256_hex
+from ..record import Record
 from ..safefs import SafeDir, UnsafeEntry
 from ..settings.problems import Problem, suggest
 from . import jsonfile
@@ -31,7 +30,7 @@ ABSENT = "absent"
 
 def digest(data: bytes | None) -> str:
     """The sha256 of a config file's bytes, or :data:`ABSENT`."""
-    return ABSENT if data is None else hashlib.sha256(data).hexdigest()
+    return ABSENT if data is None else sha256_hex(data)
 
 
 def read_live(group_path: Path) -> bytes | None:
@@ -48,8 +47,7 @@ def read_live(group_path: Path) -> bytes | None:
         return folder.read(CONFIG_FILE, jsonfile.MAX_BYTES)
 
 
-@frozen(kw_only=True)
-class GroupConfig:
+class GroupConfig(Record):
     """The ``containerConfig`` object of a config file as written (camelCase keys), and the
     problems of its shape; keys are checked once the runtime is known."""
 

@@ -8,6 +8,7 @@ from typing import Any
 from ..settings.problems import Problem
 
 MAX_BYTES = 1 << 20
+BOM = b"\xef\xbb\xbf"
 MAX_DEPTH = 32
 
 
@@ -62,7 +63,8 @@ def parse(data: bytes, file: str) -> tuple[Any, list[Problem]]:
     if len(data) > MAX_BYTES:
         return None, [Problem(file, "", f"is {len(data)} bytes; at most {MAX_BYTES} are read")]
     try:
-        text = data.decode("utf-8-sig")
+        # As "utf-8-sig" decodes (one leading BOM dropped), without loading that codec's module.
+        text = data.removeprefix(BOM).decode("utf-8")
     except UnicodeDecodeError as exc:
         return None, [Problem(file, "", f"is not UTF-8 text (bad byte at offset {exc.start})")]
     if _depth(text) > MAX_DEPTH:

@@ -18,7 +18,7 @@ makes it a boundary on every engine:
 
 from __future__ import annotations
 
-import base64
+import binascii
 import contextlib
 import json
 import os
@@ -26,8 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from attrs import frozen
-
+from ..record import Record
 from ..safefs import SafeDir, UnsafeEntry
 from .groupconfig import ABSENT, digest
 
@@ -35,8 +34,7 @@ TRUST_DIR = ("data", "trust")
 MAX_TAINTED = 32
 
 
-@frozen(kw_only=True)
-class TrustedConfig:
+class TrustedConfig(Record):
     """The config bytes in force for a group, and why when they are not the live file's."""
 
     data: bytes | None
@@ -76,9 +74,14 @@ def _load(root: Path, folder: str) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
+def _b64(data: bytes) -> str:
+    # binascii, not base64: the same text without importing struct and base64 on every run.
+    return binascii.b2a_base64(data, newline=False).decode()
+
+
 def _trusted_bytes(record: dict[str, Any]) -> bytes | None:
     encoded = record.get("trusted")
-    return None if encoded is None else base64.b64decode(encoded)
+    return None if encoded is None else binascii.a2b_base64(encoded)
 
 
 def in_force(
@@ -96,16 +99,15 @@ def in_force(
     trusted = _trusted_bytes(record)
     trusted_digest = digest(trusted)
     run = record.get("run")
-    if isinstance(run, dict):
-        if live_digest != run.get("startDigest"):
-            why = (
-                "is being changed while a run of the group is in progress"
-                if run_active
-                else "was changed during a run of the group that was killed"
-            )
-            return TrustedConfig(
-                data=trusted, live_digest=live_digest, notice=_notice(file, folder, why)
-            )
+    if isinstance(run, dict) and live_digest != run.get("startDigest"):
+        why = (
+            "is being changed while a run of the group is in progress"
+            if run_active
+            else "was changed during a run of the group that was killed"
+        )
+        return TrustedConfig(
+            data=trusted, live_digest=live_digest, notice=_notice(file, folder, why)
+        )
     if live_digest in record.get("tainted", ()):
         why = "was changed by the group's sandbox during a run"
         return TrustedConfig(
@@ -148,7 +150,7 @@ def begin_run(root: Path, folder: str, live: bytes | None, config: TrustedConfig
     if config.notice and config.live_digest not in tainted:
         tainted.append(config.live_digest)
     record["tainted"] = tainted[-MAX_TAINTED:]
-    record["trusted"] = None if config.data is None else base64.b64encode(config.data).decode()
+    record["trusted"] = None if config.data is None else _b64(config.data)
     record["run"] = {"startDigest": digest(live), "pid": os.getpid(), "started": time.time()}
     _save(root, folder, record)
 
@@ -174,7 +176,7 @@ def accept(root: Path, folder: str, live: bytes | None) -> bool:
     live_digest = digest(live)
     was = live_digest in record.get("tainted", []) or bool(record.get("run"))
     record["tainted"] = [t for t in record.get("tainted", []) if t != live_digest]
-    record["trusted"] = None if live is None else base64.b64encode(live).decode()
+    record["trusted"] = None if live is None else _b64(live)
     record.pop("run", None)
     _save(root, folder, record)
     return was

@@ -1,4 +1,5 @@
-"""Settings: declared once on an attrs class, resolved strictly from config, environment and .env.
+"""Settings: declared once on a settings class (a record), resolved strictly from config,
+environment and .env.
 
 - :mod:`.fields` declares them (:func:`setting`, :func:`settings_class`),
 - :mod:`.validators` holds one-argument validators,

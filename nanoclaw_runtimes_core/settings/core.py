@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-import attrs
-
+from ..record import Record
 from .fields import setting, settings_class
 from .validators import between, command_words, env_entries, non_empty
 
@@ -14,8 +13,7 @@ MAX_TIMEOUT_MS = 2**31 - 1
 DEFAULT_ALLOWLIST = "~/.config/nanoclaw/mount-allowlist.json"
 
 
-@attrs.define(frozen=True, kw_only=True)
-class AdditionalMount:
+class AdditionalMount(Record):
     """One entry of ``containerConfig.additionalMounts`` as the group wrote it (unvalidated)."""
 
     host_path: str

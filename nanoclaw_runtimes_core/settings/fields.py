@@ -1,6 +1,6 @@
-"""Declaring settings: :func:`setting` fields on an attrs class, and reading the declaration.
+"""Declaring settings: :func:`setting` fields on a settings class, and reading the declaration.
 
-A runtime declares its settings as a frozen attrs class::
+A runtime declares its settings as a class of typed fields::
 
     @nc.settings_class
     class VibeSettings:
@@ -10,19 +10,35 @@ A runtime declares its settings as a frozen attrs class::
 ``env`` is the environment variable (also read from the project's ``.env``),
 ``key`` the ``containerConfig`` key a group may set (camelCase, as written on
 disk), ``help`` one sentence shown in ``doctor``, the generated configuration
-reference and the JSON Schema.
+reference and the JSON Schema. :func:`settings_class` makes the class a frozen,
+keyword-only :class:`~nanoclaw_runtimes_core.record.Record`; each field's
+:class:`SettingInfo` is kept in its ``metadata``.
 """
 
 from __future__ import annotations
 
 import functools
+import sys
+import types
 import typing
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import attrs
-
+from ..record import Field as RecordField
+from ..record import Record, field_types, is_record
+from ..record import fields as record_fields
 from .validators import Validator
+
+if TYPE_CHECKING:
+    if sys.version_info >= (3, 11):
+        from typing import dataclass_transform
+    else:
+        from typing_extensions import dataclass_transform
+else:
+
+    def dataclass_transform(**_kwargs: Any) -> Callable[[Any], Any]:
+        return lambda fn: fn
+
 
 T = TypeVar("T")
 
@@ -33,8 +49,7 @@ class SettingsDeclarationError(TypeError):
     """A settings class breaks the declaration rules; the message says which field and the fix."""
 
 
-@attrs.frozen(kw_only=True)
-class SettingInfo:
+class SettingInfo(Record):
     """Where a setting may come from and how it is checked."""
 
     env: str | None = None
@@ -55,7 +70,7 @@ def setting(
     validator: Validator | Sequence[Validator] | None = None,
     words: bool = False,
 ) -> Any:
-    """Declare one setting as an attrs field; see the module docstring.
+    """Declare one setting of a settings class; see the module docstring.
 
     ``validator`` is a one-argument callable (or a list of them) raising
     ``ValueError`` with a message that says what is allowed, e.g.
@@ -77,41 +92,78 @@ def setting(
     else:
         checks = tuple(validator)
     info = SettingInfo(env=env, key=key, help=help.strip(), validators=checks, words=words)
-    return attrs.field(
-        default=default,
-        validator=_attrs_validator(checks) if checks else None,
-        metadata={METADATA_KEY: info},
-    )
+    return RecordField(default, metadata={METADATA_KEY: info})
 
 
-def _attrs_validator(checks: tuple[Validator, ...]) -> Callable[[Any, Any, Any], None]:
+def _check_values(self: Any) -> None:
     """Runs the one-argument validators when the class is built directly (tests, code)."""
-
-    def run(_instance: Any, attribute: Any, value: Any) -> None:
-        if value is None:
-            return
-        for check in checks:
+    for name, spec in type(self).__fields__.items():
+        info = spec.metadata.get(METADATA_KEY)
+        value = self.__dict__[name]
+        if info is None or value is None:
+            continue
+        for check in info.validators:
             try:
                 check(value)
             except ValueError as exc:
-                raise ValueError(f"{attribute.name}: {exc}") from None
-
-    return run
+                raise ValueError(f"{name}: {exc}") from None
 
 
+def _with_checks(post: Callable[[Any], None] | None) -> Callable[[Any], None]:
+    if post is None:
+        return _check_values
+
+    def post_init(self: Any) -> None:
+        _check_values(self)
+        post(self)
+
+    return post_init
+
+
+@dataclass_transform(kw_only_default=True, frozen_default=True)
 def settings_class(cls: type[T]) -> type[T]:
-    """Make ``cls`` a settings class: a frozen, keyword-only attrs class."""
-    try:
-        return attrs.define(frozen=True, kw_only=True)(cls)
-    except attrs.exceptions.UnannotatedAttributeError as exc:
-        raise SettingsDeclarationError(
-            f"settings class {cls.__qualname__}: {exc} Write each field as "
-            "`name: type = setting(...)`."
-        ) from None
+    """Make ``cls`` a settings class: a frozen, keyword-only record of :func:`setting` fields
+    (the class made anew with :class:`~nanoclaw_runtimes_core.record.Record` as a base)."""
+    if not isinstance(cls, type):
+        raise SettingsDeclarationError(f"@settings_class decorates a class, not {cls!r}")
+    namespace = {
+        k: v
+        for k, v in cls.__dict__.items()
+        if k not in ("__dict__", "__weakref__", "__annotate__", "__annotate_func__")
+        and k != "__annotations_cache__"
+    }
+    namespace["__annotations__"] = dict(getattr(cls, "__annotations__", {}))
+    namespace["__qualname__"] = cls.__qualname__
+    namespace["__post_init__"] = _with_checks(getattr(cls, "__post_init__", None))
+    bases = tuple(b for b in cls.__bases__ if b is not object)
+    if not any(is_record(b) for b in bases):
+        bases = (*bases, Record)
+    made = types.new_class(cls.__name__, bases, {}, lambda ns: ns.update(namespace))
+    _rebind_class_cells(made.__dict__.values(), cls, made)
+    return typing.cast("type[T]", made)
 
 
-@attrs.frozen
-class Field:
+def _rebind_class_cells(members: Any, old: type, new: type) -> None:
+    """Point the ``__class__`` cells of the methods (``super()`` without arguments) at the new
+    class, as the dataclasses module does for the classes it makes anew."""
+    for member in members:
+        if isinstance(member, (classmethod, staticmethod)):
+            functions = [member.__func__]
+        elif isinstance(member, property):
+            functions = [f for f in (member.fget, member.fset, member.fdel) if f is not None]
+        else:
+            functions = [member]
+        for function in functions:
+            code = getattr(function, "__code__", None)
+            closure = getattr(function, "__closure__", None)
+            if code is None or closure is None or "__class__" not in code.co_freevars:
+                continue
+            cell = closure[code.co_freevars.index("__class__")]
+            if cell.cell_contents is old:
+                cell.cell_contents = new
+
+
+class Field(Record):
     """One declared setting of a settings class."""
 
     name: str
@@ -144,13 +196,19 @@ def _fields_of(cls: type) -> tuple[Field, ...]:
     """
     from .values import check_supported
 
-    if not isinstance(cls, type) or not attrs.has(cls):
+    if not is_record(cls):
         raise SettingsDeclarationError(
             f"{cls!r} is not a settings class; decorate it with "
-            "@nanoclaw_runtimes_core.settings_class (a frozen attrs class)"
+            "@nanoclaw_runtimes_core.settings_class"
         )
+    for name, value in vars(cls).items():
+        if isinstance(value, RecordField):
+            raise SettingsDeclarationError(
+                f"{cls.__qualname__}.{name} has no type annotation; write `{name}: type = "
+                "setting(...)`"
+            )
     try:
-        hints = typing.get_type_hints(cls)
+        hints = field_types(cls)
     except Exception as exc:
         raise SettingsDeclarationError(
             f"settings class {cls.__qualname__}: a type annotation cannot be read ({exc})"
@@ -158,21 +216,15 @@ def _fields_of(cls: type) -> tuple[Field, ...]:
     found: list[Field] = []
     keys: set[str] = set()
     envs: set[str] = set()
-    for a in attrs.fields(cls):
-        if not a.init:
-            continue
-        where = f"{cls.__qualname__}.{a.name}"
-        info = a.metadata.get(METADATA_KEY)
+    for name, spec in record_fields(cls).items():
+        where = f"{cls.__qualname__}.{name}"
+        info = spec.metadata.get(METADATA_KEY)
         if not isinstance(info, SettingInfo):
             raise SettingsDeclarationError(
                 f"{where} is not declared with setting(); write "
-                f"`{a.name}: type = nanoclaw_runtimes_core.setting(default, help=...)`"
+                f"`{name}: type = nanoclaw_runtimes_core.setting(default, help=...)`"
             )
-        if a.name not in hints:
-            raise SettingsDeclarationError(
-                f"{where} has no type annotation; write `{a.name}: type = setting(...)`"
-            )
-        t = hints[a.name]
+        t = hints[name]
         problem = check_supported(t, from_env=info.env is not None, words=info.words)
         if problem:
             raise SettingsDeclarationError(f"{where}: {problem}")
@@ -184,12 +236,8 @@ def _fields_of(cls: type) -> tuple[Field, ...]:
             if info.key in keys:
                 raise SettingsDeclarationError(f"{where}: key {info.key!r} is declared twice")
             keys.add(info.key)
-        default = a.default
-        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-            default = default.factory() if not default.takes_self else None
-        found.append(
-            Field(name=a.name, alias=a.alias or a.name, type=t, info=info, default=default)
-        )
+        default = None if spec.required else spec.value()
+        found.append(Field(name=name, alias=name, type=t, info=info, default=default))
     return tuple(found)
 
 

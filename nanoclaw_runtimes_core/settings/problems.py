@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Iterable
 from typing import Any
 
-from attrs import frozen
-
 from ..errors import ConfigError
+from ..record import Record
 
 ENVIRONMENT = "environment"
 """The source name used in messages for values taken from the process environment."""
 
 
-@frozen
-class Problem:
+class Problem(Record, kw_only=False):
     """One invalid value: where it came from (a file, "environment" or a flag), which key
     or variable, and what is wrong with it."""
 
@@ -47,6 +44,8 @@ def raise_problems(*groups: Iterable[Problem | str]) -> None:
 
 def suggest(word: str, candidates: Iterable[str]) -> str:
     """``did you mean "x"?`` for the nearest candidate, else the list of known names."""
+    import difflib
+
     known = sorted(set(candidates))
     close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
     if not close:

@@ -19,8 +19,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
-import attrs
-
+from ..record import Record
 from .fields import Field, fields_of
 from .problems import ENVIRONMENT, Problem
 from .values import from_json, from_text
@@ -31,8 +30,7 @@ DEFAULT = "default"
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
-@attrs.frozen
-class Origin:
+class Origin(Record, kw_only=False):
     """Where a resolved value came from: ``("groups/dev/config.json", "containerConfig.cpus")``,
     ``("environment", "VIBE_CPUS")``, ``(".env", "VIBE_CPUS")``, ``("--timeout", "")`` or
     ``("default", "")``."""
@@ -44,8 +42,7 @@ class Origin:
         return ": ".join(p for p in (self.source, self.location) if p)
 
 
-@attrs.frozen(kw_only=True)
-class Sources:
+class Sources(Record):
     """The places settings are read from, for one group (or none)."""
 
     group: Mapping[str, Any] | None = None
@@ -57,8 +54,7 @@ class Sources:
     dotenv_file: str = ".env"
 
 
-@attrs.frozen
-class Resolved(Generic[T]):
+class Resolved(Record, Generic[T], kw_only=False):
     """A resolved settings instance (None if even the defaults failed), where each value came
     from, and every problem found."""
 

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import attrs
-
+from ..record import field_types, is_record
+from ..record import fields as record_fields
 from .core import CoreSettings
 from .fields import Field, fields_of
 from .values import json_key, optional_inner, sequence_item, type_word
@@ -45,10 +45,11 @@ def _type_schema(t: Any, words: bool = False) -> dict[str, Any]:
     item = sequence_item(t)
     if item is not None:
         return {"type": "array", "items": _type_schema(item)}
-    if attrs.has(t):
-        hints = typing.get_type_hints(t)
-        props = {json_key(a): _type_schema(hints[a.name]) for a in attrs.fields(t)}
-        required = [json_key(a) for a in attrs.fields(t) if a.default is attrs.NOTHING]
+    if is_record(t):
+        hints = field_types(t)
+        declared = record_fields(t).values()
+        props = {json_key(a): _type_schema(hints[a.name]) for a in declared}
+        required = [json_key(a) for a in declared if a.required]
         out: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
         if required:
             out["required"] = required
@@ -62,7 +63,7 @@ def _field_schema(f: Field, owner: str) -> dict[str, Any]:
         schema.update(getattr(check, "schema", {}))
     where = f" Variable: {f.info.env}." if f.info.env else ""
     schema["description"] = f"{f.info.help}{where} ({owner})"
-    if f.default not in (None, ()) and not attrs.has(type(f.default)):
+    if f.default not in (None, ()) and not is_record(type(f.default)):
         schema["default"] = list(f.default) if isinstance(f.default, tuple) else f.default
     return schema
 

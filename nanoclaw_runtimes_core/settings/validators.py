@@ -15,7 +15,6 @@ it as the rest of a sentence ("must be at least 1, got 0").
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,7 +22,8 @@ from .problems import show
 
 Validator = Callable[[Any], None]
 
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+"""A variable's name (compiled when an entry is checked)."""
 
 
 def between(minimum: float, maximum: float, unit: str = "") -> Validator:
@@ -96,7 +96,7 @@ def env_entries(value: Sequence[str]) -> None:
     """``NAME=VALUE`` (set it) or ``NAME`` (pass the host's value through) entries."""
     for entry in value:
         name = entry.split("=", 1)[0]
-        if not ENV_NAME.fullmatch(name):
+        if not re.fullmatch(ENV_NAME, name):
             raise ValueError(
                 "each entry must be NAME=VALUE (set it) or NAME (pass this host's value "
                 f"through), NAME made of letters, digits and _; got {show(entry)}"
@@ -112,6 +112,8 @@ def command_words(value: Sequence[str]) -> None:
 def split_words(text: str) -> tuple[str, ...]:
     """A command line written as one string, split like a shell would split it (no shell
     syntax: no variables, no pipes). Raises ValueError for an unbalanced quote."""
+    import shlex
+
     try:
         return tuple(shlex.split(text))
     except ValueError as exc:

@@ -3,30 +3,31 @@
 Nothing is converted silently: ``"4"`` is not 4, ``"false"`` is not False, 1.9
 is not 1, ``true`` is not an integer. Supported types: ``str``, ``int``,
 ``float``, ``bool``, ``Literal[...]`` of strings, ``X | None``, ``tuple[X, ...]``
-and attrs classes (JSON objects with camelCase keys, unknown keys refused),
-which are built with cattrs once the value is known to be valid.
+and records (:class:`~nanoclaw_runtimes_core.record.Record`: JSON objects with
+camelCase keys, unknown keys refused), built once the value is known to be valid.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 import types
 import typing
 from typing import Any, Literal, Union
 
-import attrs
-
+from ..record import Field, Record, field_types, is_record
+from ..record import fields as record_fields
 from .problems import show, suggest
 from .validators import split_words
 
 LARGEST_INT = 2**63 - 1
-_INT_TEXT = re.compile(r"[+-]?[0-9]{1,19}")
-_FLOAT_TEXT = re.compile(r"[+-]?([0-9]{1,30}(\.[0-9]{0,30})?|\.[0-9]{1,30})([eE][+-]?[0-9]{1,3})?")
+# Patterns, compiled (by re's cache) only when a variable holds a number to read.
+_INT_TEXT = r"[+-]?[0-9]{1,19}"
+_FLOAT_TEXT = r"[+-]?([0-9]{1,30}(\.[0-9]{0,30})?|\.[0-9]{1,30})([eE][+-]?[0-9]{1,3})?"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _SCALARS = (str, int, float, bool)
+
 
 Issue = tuple[str, str]
 """(JSON path below the value, message)."""
@@ -80,14 +81,17 @@ def check_supported(t: Any, *, from_env: bool, words: bool = False) -> str | Non
     if item is not None:
         if item in _SCALARS:
             return None
-        if attrs.has(item) and not from_env:
+        if is_record(item) and not from_env:
             return None
         return f"type {t!r} is not supported (tuple items must be str, int, float or bool)"
-    if attrs.has(t) and not from_env:
+    if is_record(t) and not from_env:
         return None
     if typing.get_origin(t) is list:
         return f"type {t!r}: use tuple[X, ...], not list (settings are immutable)"
-    return f"type {t!r} is not supported; use str, int, float, bool, Literal, X | None or tuple[X, ...]"
+    return (
+        f"type {t!r} is not supported; "
+        "use str, int, float, bool, Literal, X | None or tuple[X, ...]"
+    )
 
 
 def type_word(t: Any) -> str:
@@ -105,7 +109,7 @@ def type_word(t: Any) -> str:
     choices = _literal_choices(t)
     if choices is not None:
         return "one of " + ", ".join(show(c) for c in choices)
-    if attrs.has(t):
+    if is_record(t):
         return "an object"
     return getattr(t, "__name__", str(t))
 
@@ -113,8 +117,9 @@ def type_word(t: Any) -> str:
 # --------------------------------------------------------------------------- JSON values
 
 
-def json_key(a: attrs.Attribute[Any]) -> str:
-    """The JSON key of an attribute of a nested attrs class (camelCase of its name)."""
+def json_key(a: Field) -> str:
+    """The JSON key of a field of a nested record (camelCase of its name, unless its metadata
+    names one as ``json_key``)."""
     given = a.metadata.get("json_key")
     if isinstance(given, str):
         return given
@@ -193,7 +198,7 @@ def _json(value: Any, t: Any, path: str, words: bool, issues: list[Issue]) -> An
         before = len(issues)
         out = tuple(_json(v, item, f"{path}[{i}]", False, issues) for i, v in enumerate(value))
         return out if len(issues) == before else None
-    if attrs.has(t):
+    if is_record(t):
         return _object(value, t, path, issues)
     raise TypeError(f"unsupported setting type {t!r}")
 
@@ -202,49 +207,33 @@ def _object(value: Any, cls: type, path: str, issues: list[Issue]) -> Any:
     if not isinstance(value, dict):
         issues.append((path, f"expected an object, got {show(value)}"))
         return None
-    hints = _hints(cls)
-    by_key = {json_key(a): a for a in attrs.fields(cls) if a.init}
+    hints = field_types(cls)
+    by_key = {json_key(a): a for a in record_fields(cls).values()}
     before = len(issues)
     checked: dict[str, Any] = {}
-    for key, item in value.items():
+    for key in value:
         if key not in by_key:
             issues.append((f"{path}.{key}", f"unknown key; {suggest(key, by_key)}"))
     for key, a in by_key.items():
         if key not in value:
-            if a.default is attrs.NOTHING:
+            if a.required:
                 issues.append((f"{path}.{key}", f"missing: {type_word(hints[a.name])} is required"))
             continue
         checked[key] = _json(value[key], hints[a.name], f"{path}.{key}", False, issues)
     if len(issues) != before:
         return None
     # The values are already checked and built (nested objects included): construct directly.
-    return cls(**{(by_key[k].alias or by_key[k].name): v for k, v in checked.items()})
+    return cls(**{by_key[k].name: v for k, v in checked.items()})
 
 
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-@functools.cache
-def converter() -> Any:
-    """The cattrs converter that builds nested attrs values from checked JSON (camelCase keys)
-    and turns settings back into JSON for ``doctor --json``. Built on first use."""
-    import cattrs
-    from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
-
-    conv = cattrs.Converter()
-
-    def renames(cls: type) -> dict[str, Any]:
-        return {a.name: override(rename=json_key(a)) for a in attrs.fields(cls)}
-
-    conv.register_structure_hook_factory(
-        attrs.has, lambda cls: make_dict_structure_fn(cls, conv, **renames(cls))
-    )
-    conv.register_unstructure_hook_factory(
-        attrs.has, lambda cls: make_dict_unstructure_fn(cls, conv, **renames(cls))
-    )
-    return conv
+def to_json(value: Any) -> Any:
+    """A setting's value as JSON data (``doctor --json``): records as objects with their JSON
+    keys, tuples as lists."""
+    if isinstance(value, Record):
+        return {json_key(a): to_json(getattr(value, a.name)) for a in record_fields(value).values()}
+    if isinstance(value, (tuple, list)):
+        return [to_json(v) for v in value]
+    return value
 
 
 # --------------------------------------------------------------------------- environment text
@@ -272,7 +261,7 @@ def from_text(text: str, t: Any, *, words: bool = False) -> Any:
             return False
         raise ValueError(f"expected a boolean (1/0, true/false, yes/no, on/off), got {show(text)}")
     if t is int:
-        if not _INT_TEXT.fullmatch(stripped):
+        if not re.fullmatch(_INT_TEXT, stripped):
             if re.fullmatch(r"[+-]?[0-9]+", stripped):
                 raise ValueError(f"the number {show(text, 30)} is too large")
             raise ValueError(f"expected a whole number, got {show(text)}")
@@ -281,7 +270,7 @@ def from_text(text: str, t: Any, *, words: bool = False) -> Any:
             raise ValueError(f"the number {show(text, 30)} is too large")
         return value
     if t is float:
-        if not _FLOAT_TEXT.fullmatch(stripped):
+        if not re.fullmatch(_FLOAT_TEXT, stripped):
             raise ValueError(f"expected a number, got {show(text)}")
         number = float(stripped)
         if not math.isfinite(number):

@@ -76,12 +76,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-import attrs
 import pytest
 
 from ..dispatch import Runtimes
 from ..models import ISOLATION_PROPERTIES, ContainerInput, EngineStatus, ExecutionResult, StatsRow
 from ..plugins import HOOK_NAMES, Registry
+from ..record import Record
 from . import KEPT, clean_environ, setting_env
 from .processes import ArgvWatch
 from .project import NanoclawProject, RecordingSink
@@ -116,8 +116,7 @@ def _split(token: str) -> str:
     return f"t1={token[:half]}; t2={token[half:]}; t=$t1$t2"
 
 
-@attrs.define
-class ContractHarness:
+class ContractHarness(Record, frozen=False, kw_only=False):
     """One test's project, runtime and helpers to run things in a group's sandbox."""
 
     project: NanoclawProject

@@ -77,11 +77,10 @@ def test_command_runs_in_the_group_workspace_as_node(project: TestProject) -> No
     assert sink.text == "/workspace/group node 1000 /home/node\n"
 
 
-def test_a_missing_command_is_explained(project: TestProject) -> None:
-    result, _ = project.command("dev", "no-such-program-here")
-    assert result.status == "error"
-    assert "could not be started in the sandbox" in (result.error or "")
-    assert "no-such-program-here" in (result.error or "")
+def test_a_missing_command_exits_127_with_bwraps_line(project: TestProject) -> None:
+    result, sink = project.command("dev", "no-such-program-here")
+    assert result.status == "error" and result.exit_code == 127 and result.error is None
+    assert "execvp no-such-program-here: No such file or directory" in sink.err
 
 
 def test_rootfs_without_an_agent_command_is_a_clear_error(project: TestProject) -> None:

@@ -10,8 +10,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import attrs
-
 import nanoclaw_runtimes_core as nc
 
 BREAKAGES = {
@@ -91,15 +89,15 @@ class Reference:
         """Run in fresh namespaces, broken as asked."""
         b = self.breakage
         if b == "writable-mounts":
-            mounts = tuple(attrs.evolve(m, readonly=False) for m in request.mounts)
-            request = attrs.evolve(request, mounts=mounts)
+            mounts = tuple(m.replace(readonly=False) for m in request.mounts)
+            request = request.replace(mounts=mounts)
         elif b == "only-workspace":
             mounts = tuple(m for m in request.mounts if m.container_path == "/workspace/group")
-            request = attrs.evolve(request, mounts=mounts)
+            request = request.replace(mounts=mounts)
         elif b == "no-masks":
-            request = attrs.evolve(request, masks=())
+            request = request.replace(masks=())
         elif b == "runs-as-root":
-            request = attrs.evolve(request, user=nc.SandboxUser(uid=0, gid=0, source="broken"))
+            request = request.replace(user=nc.SandboxUser(uid=0, gid=0, source="broken"))
         command = list(request.command or nc.agent_command(request))
         if b == "secrets-in-argv":
             words = [f"{k}={v}" for k, v in request.env.items()]
@@ -135,7 +133,7 @@ class Reference:
             for method, value in sink.calls:
                 getattr(request.sink, method)(value)
         if b == "exit-zero":
-            result = attrs.evolve(result, exit_code=0)
+            result = result.replace(exit_code=0)
         return result
 
     @nc.hookimpl

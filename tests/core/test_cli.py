@@ -64,7 +64,9 @@ def test_configuration_errors_exit_3_with_every_problem(cli: Any, project: Nanoc
     assert code == 3 and "unknown runtime 'nope'" in err
 
 
-def test_no_space_exits_4(cli: Any, dev: str, runtime: SubprocRuntime) -> None:
+def test_no_space_exits_4(
+    cli: Any, dev: str, runtime: SubprocRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def full(request: object) -> nc.ExecutionResult:
         raise nc.NoSpace("no space left on the device while writing x; free some space")
 
@@ -73,7 +75,7 @@ def test_no_space_exits_4(cli: Any, dev: str, runtime: SubprocRuntime) -> None:
     registry.register("subproc", runtime, distribution="tests")
     from nanoclaw_runtimes_core import plugins
 
-    plugins._default = registry
+    monkeypatch.setattr(plugins, "_default", registry)
     code, _out, err = cli("run", dev, "--", "true")
     assert code == 4 and "free some space" in err
 

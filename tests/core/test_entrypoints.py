@@ -10,6 +10,7 @@ import pytest
 
 from nanoclaw_runtimes_core import entrypoints
 from nanoclaw_runtimes_core.entrypoints import Distribution, RuntimeEntryPoint
+from nanoclaw_runtimes_core.errors import PluginError
 
 
 def test_the_scan_is_cached_and_redone_when_the_import_path_changes(
@@ -36,3 +37,33 @@ def test_the_scan_is_cached_and_redone_when_the_import_path_changes(
     assert len(scans) == 3
     cache.write_text("{broken")
     assert entrypoints.runtime_entry_points() == found and len(scans) == 4
+
+
+def test_a_runtime_missing_from_a_stale_cache_is_found_by_a_rescan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nanoclaw_runtimes_core.plugins import Registry
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    old = [RuntimeEntryPoint("x", "x.plugin", Distribution("nc-x", "1.0"))]
+    new = [*old, RuntimeEntryPoint("y", "y.plugin", Distribution("nc-y", "1.0"))]
+    installed = [old]
+    monkeypatch.setattr(entrypoints, "_scan", lambda: list(installed[0]))
+    entrypoints.runtime_entry_points()  # cached: only x
+    installed[0] = new  # installed since, in a way the cache key does not see
+    registry = Registry()
+    registry.load_entry_points()
+    assert registry.names() == ["x"]
+    with pytest.raises(PluginError, match=r"No module named 'y'"):
+        registry.get("y")  # found by the rescan, then fails to import: not "unknown runtime"
+    assert "y" in registry.names()
+
+
+def test_each_runtime_selection_gets_its_own_default_registry() -> None:
+    from nanoclaw_runtimes_core import plugins
+
+    only_container = plugins.default_registry({"NANOCLAW_RUNTIMES_LOAD": "container"})
+    only_vibe = plugins.default_registry({"NANOCLAW_RUNTIMES_LOAD": "vibe"})
+    assert only_container is not only_vibe
+    assert only_vibe.names() == ["vibe"] and only_container.names() == ["container"]
+    assert plugins.default_registry({"NANOCLAW_RUNTIMES_LOAD": "vibe"}) is only_vibe

@@ -125,7 +125,7 @@ def test_a_name_claimed_twice_and_a_broken_plugin_do_not_hide_the_others(
         RuntimeEntryPoint("twice", "good_runtime_for_tests", Distribution("nc-a", "1")),
         RuntimeEntryPoint("twice", "good_runtime_for_tests", Distribution("nc-b", "1")),
     ]
-    monkeypatch.setattr(entrypoints, "runtime_entry_points", lambda: found)
+    monkeypatch.setattr(entrypoints, "runtime_entry_points", lambda **_: found)
     registry = Registry()
     registry.load_entry_points()
     infos = {i.name: i for i in registry.infos()}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import attrs
 import pytest
 
 import nanoclaw_runtimes_core as nc
@@ -71,19 +70,13 @@ def test_a_field_not_declared_with_setting_is_refused() -> None:
     ],
 )
 def test_unsupported_types_are_refused(annotation: object, message: str) -> None:
-    cls = attrs.make_class(
-        "Odd",
-        {
-            "x": nc.setting(
-                None,
-                env="ODD_X",
-                help="x.",
-            )
-        },
-        frozen=True,
-        kw_only=True,
+    cls = nc.settings_class(
+        type(
+            "Odd",
+            (),
+            {"__annotations__": {"x": annotation}, "x": nc.setting(None, help="x.", env="ODD_X")},
+        )
     )
-    cls.__annotations__ = {"x": annotation}
     with pytest.raises(SettingsDeclarationError, match=message):
         fields_of(cls)
 
@@ -277,3 +270,65 @@ def test_nested_objects_in_lists_are_built() -> None:
         "groups/dev/config.json: containerConfig.additionalMounts[0].hostPath: missing: a string "
         "is required",
     ]
+
+
+# --------------------------------------------------------------------------- records
+
+
+def test_a_settings_class_is_a_frozen_keyword_only_record() -> None:
+    s = Sample(cpus=4)
+    assert isinstance(s, nc.Record)
+    assert s == Sample(cpus=4) and s != Sample(cpus=5)
+    with pytest.raises(AttributeError, match="cannot be changed"):
+        s.cpus = 5  # type: ignore[misc]
+    with pytest.raises(TypeError, match="keyword arguments only"):
+        Sample(4)  # type: ignore[misc]
+    assert [f.name for f in fields_of(Sample)][:3] == ["cpus", "ratio", "debug"]
+
+
+def test_building_a_settings_class_directly_runs_its_validators() -> None:
+    with pytest.raises(ValueError, match="cpus: must be from 1 to 64, got 0"):
+        Sample(cpus=0)
+    assert Sample(image=None).image is None  # an unset value is not checked
+
+
+def test_a_settings_class_keeps_its_methods_post_init_and_class_attributes() -> None:
+    class Base:
+        def describe(self) -> str:
+            return "base"
+
+    @nc.settings_class
+    class Mine(Base):
+        timeout_env = "MINE_TIMEOUT"
+        level: int = nc.setting(1, env="MINE_LEVEL", validator=nc.between(1, 9), help="Level.")
+
+        def __post_init__(self) -> None:
+            object.__setattr__(self, "seen", True)
+
+        def describe(self) -> str:
+            return "mine, " + super().describe()
+
+        @property
+        def doubled(self) -> int:
+            return self.level * 2
+
+    m = Mine(level=3)
+    assert (m.describe(), m.doubled, Mine.timeout_env, m.seen) == (
+        "mine, base",
+        6,
+        "MINE_TIMEOUT",
+        True,
+    )  # type: ignore[attr-defined]
+    assert Mine.__qualname__.endswith("Mine") and Mine.__module__ == __name__
+    with pytest.raises(ValueError, match="level: must be from 1 to 9"):
+        Mine(level=10)
+
+
+def test_doctor_json_values_are_json_with_the_keys_as_written() -> None:
+    from nanoclaw_runtimes_core.settings.core import AdditionalMount
+    from nanoclaw_runtimes_core.settings.values import to_json
+
+    mounts = (AdditionalMount(host_path="~/x", container_path="x", readonly=False),)
+    assert to_json(mounts) == [{"hostPath": "~/x", "containerPath": "x", "readonly": False}]
+    assert to_json(("a", "b")) == ["a", "b"]
+    assert to_json(3) == 3

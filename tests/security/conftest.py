@@ -37,7 +37,11 @@ SANDBOXES = {
 
 def _missing(sandbox: str) -> str | None:
     if sandbox == "bubblewrap":
-        return None if shutil.which("bwrap") else "bubblewrap is not installed (apt-get install bubblewrap)"
+        return (
+            None
+            if shutil.which("bwrap")
+            else "bubblewrap is not installed (apt-get install bubblewrap)"
+        )
     if shutil.which("qemu-system-x86_64") is None:
         return "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"
     if not Path("/usr/lib/qemu/virtiofsd").exists() and shutil.which("virtiofsd") is None:
@@ -84,15 +88,26 @@ class Project:
             timeout=timeout,
         )
         if check is not None:
-            assert result.returncode == check, (result.returncode, result.stdout[-2000:], result.stderr[-4000:])
+            assert result.returncode == check, (
+                result.returncode,
+                result.stdout[-2000:],
+                result.stderr[-4000:],
+            )
         return result
 
     def sh(self, group: str, script: str, **kwargs: object) -> subprocess.CompletedProcess[bytes]:
         """Run ``sh -c SCRIPT`` in the group's sandbox."""
         return self.cli("run", group, "--", "sh", "-c", script, **kwargs)  # type: ignore[arg-type]
 
-    def ask(self, group: str, prompt: str, *, secrets: Mapping[str, str] | None = None,
-            is_main: bool = False, **kwargs: object) -> subprocess.CompletedProcess[bytes]:
+    def ask(
+        self,
+        group: str,
+        prompt: str,
+        *,
+        secrets: Mapping[str, str] | None = None,
+        is_main: bool = False,
+        **kwargs: object,
+    ) -> subprocess.CompletedProcess[bytes]:
         """Send a ContainerInput to the group's agent."""
         inp = {"prompt": prompt, "groupFolder": group, "chatJid": "sec@g.us", "isMain": is_main}
         if secrets:
@@ -129,7 +144,12 @@ def processes_with(text: str, exclude: Sequence[int] = ()) -> list[str]:
         if not entry.name.isdigit() or int(entry.name) in (os.getpid(), *exclude):
             continue
         try:
-            cmdline = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cmdline = (
+                Path(entry.path, "cmdline")
+                .read_bytes()
+                .replace(b"\0", b" ")
+                .decode(errors="replace")
+            )
             state = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[0]
         except (OSError, IndexError):
             continue

@@ -1,4 +1,7 @@
-"""Bad input is a clear error naming where it is and how to fix it: never a traceback, never a hang."""
+"""Bad input is a clear error naming where it is and how to fix it.
+
+Never a traceback, never a hang.
+"""
 
 from __future__ import annotations
 
@@ -64,7 +67,9 @@ def test_bad_variables_are_config_errors(bproject: Project, name: str, value: st
 
 def test_deep_nesting_is_a_clear_error(bproject: Project) -> None:
     deep = "[" * 5000 + "]" * 5000
-    (bproject.root / "groups/dev/config.json").write_text('{"containerConfig": {"x": ' + deep + "}}")
+    (bproject.root / "groups/dev/config.json").write_text(
+        '{"containerConfig": {"x": ' + deep + "}}"
+    )
     result = bproject.cli("run", "dev", "--", "true", timeout=60)
     _no_traceback(result)
     assert result.returncode == 3 and b"levels deep" in result.stderr
@@ -98,13 +103,15 @@ def test_dotenv_that_is_a_folder_is_reported(bproject: Project) -> None:
     assert result.returncode == 3 and b".env" in result.stdout + result.stderr
 
 
-def test_duplicate_keys_in_the_allowlist_block_every_mount(bproject: Project, tmp_path: Path) -> None:
+def test_duplicate_keys_in_the_allowlist_block_every_mount(
+    bproject: Project, tmp_path: Path
+) -> None:
     shared = tmp_path / "shared"
     shared.mkdir()
     bproject.allowlist.parent.mkdir(parents=True, exist_ok=True)
     bproject.allowlist.write_text(
-        '{"allowedRoots": [{"path": "%s", "allowReadWrite": false, "allowReadWrite": true}],'
-        ' "nonMainReadOnly": false}' % shared
+        '{"allowedRoots": [{"path": "' + str(shared) + '", "allowReadWrite": false, '
+        '"allowReadWrite": true}], "nonMainReadOnly": false}'
     )
     bproject.config("dev", {"additionalMounts": [{"hostPath": str(shared), "readonly": False}]})
     result = bproject.cli("config", "check", "dev", timeout=60)
@@ -145,7 +152,16 @@ def test_an_unreadable_project_root_is_a_clear_error(bproject: Project) -> None:
         pytest.skip("needs root to run the CLI as another user")
     bproject.root.chmod(0o700)
     result = subprocess.run(
-        ["setpriv", "--reuid=1001", "--regid=1001", "--clear-groups", *CLI, "--root", str(bproject.root), "stats"],
+        [
+            "setpriv",
+            "--reuid=1001",
+            "--regid=1001",
+            "--clear-groups",
+            *CLI,
+            "--root",
+            str(bproject.root),
+            "stats",
+        ],
         capture_output=True,
         env={**bproject.env, "HOME": "/tmp"},
         timeout=60,
@@ -178,7 +194,13 @@ def test_bad_container_input_is_a_clear_error(bproject: Project) -> None:
 
 def test_unknown_container_input_fields_reach_the_agent(bproject: Project) -> None:
     bproject.config("dev", {"agentCommand": ["sh", "-c", "cat"]})
-    inp = {"prompt": "p", "groupFolder": "dev", "chatJid": "x", "isMain": False, "script": "echo hi"}
+    inp = {
+        "prompt": "p",
+        "groupFolder": "dev",
+        "chatJid": "x",
+        "isMain": False,
+        "script": "echo hi",
+    }
     result = bproject.cli("run", "dev", stdin=json.dumps(inp).encode(), timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["script"] == "echo hi"
@@ -189,13 +211,17 @@ def test_a_full_disk_during_a_clone_has_its_own_status(tmp_path: Path) -> None:
         pytest.skip("needs root to mount a small file system")
     images = tmp_path / "images"
     images.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(images)], capture_output=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(images)], capture_output=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     try:
         proj = Project(tmp_path / "project", "qemu", tmp_path / "home")
         base = images / "base.raw"
-        with base.open("wb") as f:  # a base with 6 MiB of real data cannot be copied twice into 8 MiB
+        with base.open(
+            "wb"
+        ) as f:  # a base with 6 MiB of real data cannot be copied twice into 8 MiB
             f.write(os.urandom(6 << 20))
         result = proj.cli("prepare", "dev", env={"VIBE_IMAGES_DIR": str(images)}, timeout=120)
         _no_traceback(result)

@@ -12,10 +12,21 @@ import pytest
 from .conftest import CLI, Project
 
 
-def test_a_config_written_from_inside_is_refused_and_the_trusted_one_stays(project: Project) -> None:
+def test_a_config_written_from_inside_is_refused_and_the_trusted_one_stays(
+    project: Project,
+) -> None:
     project.config("dev", {"env": ["MODE=trusted"]})
-    evil = {"containerConfig": {"env": ["MODE=evil", "LD_PRELOAD=/workspace/group/x.so"], "timeout": 999999}}
-    run = project.sh("dev", f"cat > /workspace/group/config.json <<'EOF' 2>/dev/null\n{json.dumps(evil)}\nEOF\necho done")
+    evil = {
+        "containerConfig": {
+            "env": ["MODE=evil", "LD_PRELOAD=/workspace/group/x.so"],
+            "timeout": 999999,
+        }
+    }
+    run = project.sh(
+        "dev",
+        "cat > /workspace/group/config.json <<'EOF' 2>/dev/null\n"
+        f"{json.dumps(evil)}\nEOF\necho done",
+    )
     assert b"done" in run.stdout
     # Where the engine can mask it, the sandbox could not even write it; either way the host noticed
     # or the file is unchanged.

@@ -24,7 +24,7 @@ def test_files_made_inside_are_not_owned_by_root(project: Project) -> None:
 
 def test_a_setuid_binary_made_inside_grants_nothing_on_the_host(project: Project) -> None:
     script = (
-        "id_bin=$(command -v id); cp \"$id_bin\" /workspace/group/suid-id && "
+        'id_bin=$(command -v id); cp "$id_bin" /workspace/group/suid-id && '
         "chmod 4755 /workspace/group/suid-id; ls -l /workspace/group/suid-id"
     )
     project.sh("dev", script)
@@ -49,7 +49,9 @@ def test_a_device_node_made_inside_is_never_a_device_on_the_host(project: Projec
         path = project.root / "groups/dev" / name
         if os.path.lexists(path):
             mode = os.lstat(path).st_mode
-            assert not stat.S_ISBLK(mode) and not stat.S_ISCHR(mode), f"{name} is a device on the host"
+            assert not stat.S_ISBLK(mode) and not stat.S_ISCHR(mode), (
+                f"{name} is a device on the host"
+            )
 
 
 def test_other_groups_and_the_host_are_invisible(project: Project) -> None:
@@ -106,8 +108,19 @@ def test_as_a_non_root_user_files_belong_to_that_user(project: Project, as_user:
         subprocess.run(["chown", "-R", f"{as_user}:{as_user}", str(top)], check=True)
         env = {**mine.env, "HOME": str(mine.home)}
         cmd = [
-            "setpriv", f"--reuid={as_user}", f"--regid={as_user}", "--clear-groups", *CLI,
-            "--root", str(mine.root), "run", "dev", "--", "sh", "-c", "id -u; echo hi > made",
+            "setpriv",
+            f"--reuid={as_user}",
+            f"--regid={as_user}",
+            "--clear-groups",
+            *CLI,
+            "--root",
+            str(mine.root),
+            "run",
+            "dev",
+            "--",
+            "sh",
+            "-c",
+            "id -u; echo hi > made",
         ]
         out = subprocess.run(cmd, capture_output=True, env=env, timeout=120)
         assert out.returncode == 0, out.stderr[-2000:]

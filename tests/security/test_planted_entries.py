@@ -13,7 +13,9 @@ def test_logs_replaced_by_a_link_are_not_followed(project: Project, tmp_path: Pa
     victim = tmp_path / "victim"
     victim.mkdir()
     # From inside the sandbox the agent replaces logs/ with a link to a host folder of its choosing.
-    planted = project.sh("dev", f"rm -rf /workspace/group/logs; ln -s {victim} /workspace/group/logs", check=0)
+    planted = project.sh(
+        "dev", f"rm -rf /workspace/group/logs; ln -s {victim} /workspace/group/logs", check=0
+    )
     later = project.sh("dev", "echo next-run-works", check=0)
     assert b"next-run-works" in later.stdout
     assert list(victim.iterdir()) == [], "the host wrote a run log through a planted link"
@@ -45,7 +47,9 @@ def test_ipc_folders_replaced_by_dangling_links_are_repaired(project: Project) -
 
 def test_config_linked_to_dev_zero_is_never_read_and_the_run_goes_on(project: Project) -> None:
     project.config("dev", {"env": ["MODE=trusted"]})
-    project.sh("dev", "rm -f /workspace/group/config.json; ln -s /dev/zero /workspace/group/config.json")
+    project.sh(
+        "dev", "rm -f /workspace/group/config.json; ln -s /dev/zero /workspace/group/config.json"
+    )
     cfg = project.root / "groups/dev/config.json"
     if not cfg.is_symlink():
         cfg.unlink()  # the sandbox could not (masked); plant it as it would have

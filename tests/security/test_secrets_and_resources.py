@@ -45,7 +45,17 @@ def test_secrets_never_reach_argv_logs_or_files(project: Project) -> None:
     }
     project.config("dev", {"env": [f"EXTRA_TOKEN={SECRET}-env"]})
     proc = subprocess.Popen(
-        [*CLI, "--root", str(project.root), "run", "dev", "--", "sh", "-c", "sleep 4; echo $EXTRA_TOKEN | wc -c"],
+        [
+            *CLI,
+            "--root",
+            str(project.root),
+            "run",
+            "dev",
+            "--",
+            "sh",
+            "-c",
+            "sleep 4; echo $EXTRA_TOKEN | wc -c",
+        ],
         env=project.env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -53,7 +63,7 @@ def test_secrets_never_reach_argv_logs_or_files(project: Project) -> None:
     )
     time.sleep(2.5)
     leaks = processes_with(SECRET)
-    out, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert leaks == [], leaks
     ask = project.cli("run", "dev", stdin=json.dumps(inp).encode())
@@ -67,10 +77,17 @@ def test_secrets_never_reach_argv_logs_or_files(project: Project) -> None:
 
 def test_an_echoed_secret_in_a_broken_block_is_redacted_in_warnings(project: Project) -> None:
     script = (
-        'm=NANOCLAW_OUTPUT; i=$(cat); printf "%s\\n" "---${m}_START---" "{not json $i" "---${m}_END---"'
+        "m=NANOCLAW_OUTPUT; i=$(cat); "
+        'printf "%s\\n" "---${m}_START---" "{not json $i" "---${m}_END---"'
     )
     project.config("dev", {"agentCommand": ["sh", "-c", script]})
-    inp = {"prompt": "p", "groupFolder": "dev", "chatJid": "x", "isMain": False, "secrets": {"K": SECRET}}
+    inp = {
+        "prompt": "p",
+        "groupFolder": "dev",
+        "chatJid": "x",
+        "isMain": False,
+        "secrets": {"K": SECRET},
+    }
     result = project.cli("run", "dev", stdin=json.dumps(inp).encode())
     assert b"not valid JSON" in result.stderr
     assert SECRET.encode() not in result.stderr
@@ -79,8 +96,23 @@ def test_an_echoed_secret_in_a_broken_block_is_redacted_in_warnings(project: Pro
 
 
 def test_a_sigkilled_run_leaves_no_secret_after_the_next_command(project: Project) -> None:
-    inp = {"prompt": "hi", "groupFolder": "dev", "chatJid": "x", "isMain": False, "secrets": {"K": SECRET}}
-    project.config("dev", {"agentCommand": ["sh", "-c", "cat >/dev/null; echo started > /workspace/group/s; sleep 60"]})
+    inp = {
+        "prompt": "hi",
+        "groupFolder": "dev",
+        "chatJid": "x",
+        "isMain": False,
+        "secrets": {"K": SECRET},
+    }
+    project.config(
+        "dev",
+        {
+            "agentCommand": [
+                "sh",
+                "-c",
+                "cat >/dev/null; echo started > /workspace/group/s; sleep 60",
+            ]
+        },
+    )
     proc = subprocess.Popen(
         [*CLI, "--root", str(project.root), "run", "dev"],
         env=project.env,
@@ -104,9 +136,12 @@ def test_a_sigkilled_run_leaves_no_secret_after_the_next_command(project: Projec
 
 
 def test_output_kept_in_memory_is_bounded(project: Project) -> None:
-    block = "m=NANOCLAW_OUTPUT; b=$(head -c 5000000 /dev/zero | tr '\\0' a); i=0; " \
-        'while [ $i -lt 60 ]; do printf "%s\\n{\\"status\\":\\"success\\",\\"result\\":\\"%s\\"}\\n%s\\n" ' \
+    block = (
+        "m=NANOCLAW_OUTPUT; b=$(head -c 5000000 /dev/zero | tr '\\0' a); i=0; "
+        "while [ $i -lt 20 ]; do "
+        'printf "%s\\n{\\"status\\":\\"success\\",\\"result\\":\\"%s\\"}\\n%s\\n" '
         '"---${m}_START---" "$b" "---${m}_END---"; i=$((i+1)); done'
+    )
     project.config("dev", {"agentCommand": ["sh", "-c", "cat >/dev/null; " + block]})
     inp = {"prompt": "p", "groupFolder": "dev", "chatJid": "x", "isMain": False}
     proc = subprocess.Popen(
@@ -126,7 +161,8 @@ def test_output_kept_in_memory_is_bounded(project: Project) -> None:
         time.sleep(0.05)
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 0, err[-2000:]
-    assert 0 < peak_kb < 200 * 1024, f"the CLI grew to {peak_kb // 1024} MB for 300 MB of output"
+    # Kept blocks never freed would put the peak above the 100 MB written (about 50 MB is usual).
+    assert 0 < peak_kb < 80 * 1024, f"the CLI grew to {peak_kb // 1024} MB for 100 MB of output"
 
 
 def _high_water_kb(pid: int) -> int:
@@ -142,9 +178,13 @@ def _high_water_kb(pid: int) -> int:
 
 def test_process_and_memory_limits_hold(project: Project) -> None:
     if project.sandbox != "bubblewrap" or os.geteuid() != 0:
-        pytest.skip("host-process limits are enforced with cgroups as root; a VM is bounded by its size")
+        pytest.skip(
+            "host-process limits are enforced with cgroups as root; a VM is bounded by its size"
+        )
     project.config("dev", {"pids": 64, "ram": 256})
-    fork = project.sh("dev", "i=0; while [ $i -lt 200 ]; do sleep 5 & i=$((i+1)); done 2>&1; wait; echo done")
+    fork = project.sh(
+        "dev", "i=0; while [ $i -lt 200 ]; do sleep 5 & i=$((i+1)); done 2>&1; wait; echo done"
+    )
     assert b"Resource temporarily unavailable" in fork.stdout + fork.stderr or fork.returncode != 0
     mem = project.sh("dev", "python3 -c 'b = bytearray(1 << 30); print(len(b))'")
     assert mem.returncode != 0 and b"1073741824" not in mem.stdout

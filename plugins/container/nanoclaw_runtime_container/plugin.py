@@ -3,7 +3,6 @@ Apple's ``container``. Nothing persists between runs except what the mounts hold
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 
 import nanoclaw_runtimes_core as nc
@@ -80,6 +79,8 @@ def stats(request: nc.StatsRequest[ContainerSettings]) -> list[nc.StatsRow]:
 
 def _usage_row(group: nc.Group, path: Path, kind: str, *, skip: frozenset[str]) -> nc.StatsRow:
     """A row for a folder's disk use, top-level names in ``skip`` left out."""
+    from datetime import datetime, timezone
+
     usage = nc.disk_usage(path, skip=skip)
     return nc.StatsRow(
         runtime=RUNTIME,

@@ -17,7 +17,6 @@ reboot, when no lock is held any more.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import stat
@@ -27,9 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from attrs import define, field
-
 import nanoclaw_runtimes_core as nc
+from nanoclaw_runtimes_core.record import field
 
 from .tartcli import user_home
 
@@ -61,8 +59,7 @@ def state_root(configured: str) -> Path:
     return path
 
 
-@define(frozen=True, kw_only=True)
-class Record:
+class Record(nc.Record):
     """What a record says about one of our VMs."""
 
     name: str
@@ -177,9 +174,7 @@ def is_held(path: Path) -> bool:
 def try_lock(path: Path) -> int | None:
     """Take the lock on ``path`` (created if needed) without waiting; the fd, or None."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not nc.lock_fd(fd, wait_s=0):
         os.close(fd)
         return None
     return fd
@@ -217,7 +212,7 @@ class Records:
             building, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
         )
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            nc.lock_fd(fd)
             os.write(fd, _dump(record))
             os.link(building, self.path(name))  # fails, never replaces, when the name is taken
         except BaseException:

@@ -21,8 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from attrs import evolve
-
 import nanoclaw_runtimes_core as nc
 
 from . import owners, spare
@@ -312,8 +310,7 @@ def execute(request: nc.ExecuteRequest[TartSettings]) -> nc.ExecutionResult:
         if settings.spare:
             _spawn_spare(ctx, request, spec, key)
     if result.exit_code == 255:
-        result = evolve(
-            result,
+        result = result.replace(
             error="the program in the VM was killed by a signal (tart exec exit status 255; a "
             "program that exits with 255 itself looks the same)"
             + (f": {result.stderr_tail[-200:]}" if result.stderr_tail else ""),
@@ -488,8 +485,8 @@ def stats(request: nc.StatsRequest[TartSettings]) -> list[nc.StatsRow]:
         if record.name in spares:
             row = spares[record.name]
             if vm is not None:
-                row = evolve(
-                    row, apparent_mb=vm.disk_gb * GB_IN_MB, allocated_mb=vm.size_gb * GB_IN_MB
+                row = row.replace(
+                    apparent_mb=vm.disk_gb * GB_IN_MB, allocated_mb=vm.size_gb * GB_IN_MB
                 )
             rows.append(row)
         elif vm is None:

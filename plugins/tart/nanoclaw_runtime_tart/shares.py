@@ -22,8 +22,6 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from attrs import define
-
 import nanoclaw_runtimes_core as nc
 
 from .settings import GUEST_SHARES
@@ -45,8 +43,7 @@ _KNOWN = {
 }
 
 
-@define(frozen=True, kw_only=True)
-class Share:
+class Share(nc.Record):
     """One folder shared with the guest."""
 
     name: str
@@ -65,8 +62,7 @@ class Share:
         return f"{self.name}:{self.host_path}:{options}"
 
 
-@define(frozen=True, kw_only=True)
-class SharePlan:
+class SharePlan(nc.Record):
     """The shares of one run, and the guest path of every contract path."""
 
     shares: tuple[Share, ...]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import time
 
-from attrs import define
+from nanoclaw_runtimes_core.record import Record
 
 from . import owners
 from .tartcli import Tart, TartError, VMInfo
@@ -20,8 +20,7 @@ CLONE_GRACE_S = 3600.0
 outlives its parent): such a record is kept this long before it is dropped."""
 
 
-@define(frozen=True, kw_only=True)
-class Found:
+class Found(Record):
     """One of our VMs as ``tart list`` and its record show it."""
 
     record: owners.Record

@@ -19,8 +19,6 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from attrs import define
-
 import nanoclaw_runtimes_core as nc
 
 EXIT_STATE = 2
@@ -54,8 +52,7 @@ class TartError(Exception):
         return self.returncode == 1 and "is running" in self.stderr
 
 
-@define(frozen=True, kw_only=True)
-class VMInfo:
+class VMInfo(nc.Record):
     """One row of ``tart list --format json``; ``disk_gb`` apparent, ``size_gb`` allocated."""
 
     source: str

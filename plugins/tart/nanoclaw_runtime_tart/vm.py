@@ -20,8 +20,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from attrs import define
-
 import nanoclaw_runtimes_core as nc
 
 from . import owners
@@ -44,8 +42,7 @@ class LimitReached(VMError):
     """macOS refused to start another VM."""
 
 
-@define(frozen=True, kw_only=True)
-class VMSpec:
+class VMSpec(nc.Record):
     """How to make one VM: what to clone, its size, its shares, how long to wait."""
 
     base_image: str

@@ -29,8 +29,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
-from attrs import frozen
-
 import nanoclaw_runtimes_core as nc
 
 Method = Literal["reflink", "clonefile", "sparse", "sparse-scan"]
@@ -58,8 +56,7 @@ _UNSUPPORTED = {
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-@frozen(kw_only=True)
-class CloneResult:
+class CloneResult(nc.Record):
     """How a clone was made: the method and how many bytes were really copied."""
 
     path: Path
@@ -90,11 +87,7 @@ def _token() -> str:
 
 
 def _lock_nb(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
+    return nc.lock_fd(fd, wait_s=0)
 
 
 class Partial:
@@ -123,7 +116,7 @@ def partial_file(final: Path, *, mode: int = 0o600) -> Iterator[Partial]:
             raise no_space(final, exc) from None
         raise
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        nc.lock_fd(fd)
         os.rename(new, path)
     except BaseException:
         os.close(fd)

@@ -23,18 +23,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from attrs import frozen
-
 import nanoclaw_runtimes_core as nc
 
 if TYPE_CHECKING:
     from .settings import VibeSettings
 
-ProgressFn = Callable[[str, "float | None"], None]
+ProgressFn = Callable[[str, float | None], None]
 
 
-@frozen(kw_only=True)
-class RunSpec:
+class RunSpec(nc.Record):
     """One execution in a group's VM.
 
     ``boot_key`` digests everything that shapes the VM itself (disk, base, mounts
@@ -67,8 +64,7 @@ class RunSpec:
     debug: bool = False
 
 
-@frozen
-class WarmVm:
+class WarmVm(nc.Record, kw_only=False):
     """A group's VM kept booted between runs."""
 
     group: str
@@ -80,8 +76,7 @@ class WarmVm:
     folder: Path
 
 
-@frozen(kw_only=True)
-class BaseBuild:
+class BaseBuild(nc.Record):
     """A request to build a base image at ``target`` (``{images_dir}/{vibeImage}``).
 
     The engine writes under temporary names in ``target.parent`` and renames onto

@@ -45,7 +45,7 @@ LOCK_SUFFIX = ".lock"
 MAX_INFO = 64 * 1024
 BASE_SETTING = "containerConfig.vibeImage / VIBE_BASE_IMAGE"
 
-ProgressFn = Callable[[str, "float | None"], None]
+ProgressFn = Callable[[str, float | None], None]
 
 
 # --------------------------------------------------------------------------- paths
@@ -413,18 +413,14 @@ def boot_parts(
     request: nc.ExecuteRequest[VibeSettings], settings: VibeSettings, engine_name: str
 ) -> dict[str, Any]:
     """Everything that shapes a group's VM (not a run): what :func:`boot_key` digests."""
-    import attrs
+    from nanoclaw_runtimes_core.record import asdict
 
     project = request.project
     disk = group_disk(project, settings, request.group.folder)
     identity: list[int] | None = None
     with contextlib.suppress(OSError):
         identity = list(_identity(os.stat(disk)))
-    engine_settings = {
-        k: v
-        for k, v in attrs.asdict(settings).items()  # type: ignore[arg-type]
-        if k != "keep_warm"
-    }
+    engine_settings = {k: v for k, v in asdict(settings).items() if k != "keep_warm"}
     return {
         "engine": engine_name,
         "disk": str(disk),
@@ -570,8 +566,8 @@ def image_stats(
             notes = []
             if stem not in on_vibe:
                 notes.append(
-                    f"group {stem!r} does not run on vibe now; `nanoclaw-runtimes reset {stem} "
-                    "--runtime vibe` removes it"
+                    f"group {stem!r} does not run on vibe now; delete this file to free "
+                    "its space (no run uses it)"
                 )
             if st.st_nlink > 1:
                 notes.append("has other hard links: refused at the next run")

@@ -112,7 +112,10 @@ def stats(request: nc.StatsRequest[VibeSettings]) -> list[nc.StatsRow]:
                 group=vm.group,
                 kind="warm-vm",
                 path=str(vm.folder),
-                note=f"{vm.engine} VM booted, idle; powers off in {max(0, vm.idle_until - now):.0f} s",
+                note=(
+                    f"{vm.engine} VM booted, idle; "
+                    f"powers off in {max(0, vm.idle_until - now):.0f} s"
+                ),
                 details={
                     "pid": vm.pid,
                     "ageSeconds": round(now - vm.started, 1),

@@ -363,7 +363,6 @@ def create(path: Path, *, shared: bool) -> tuple[VmFolder, int]:
     locked descriptor (to pass to the keeper). ``shared``: vibe runs as another user, who
     may traverse it. Built under a hidden name and renamed, so a sweeper never sees it
     unowned."""
-    import fcntl
     import secrets
 
     building = path.with_name(f".{path.name}.{secrets.token_hex(4)}{NEW_SUFFIX}")
@@ -372,7 +371,7 @@ def create(path: Path, *, shared: bool) -> tuple[VmFolder, int]:
         if shared:
             os.chmod(building, 0o711)
         fd = os.open(building / OWNER, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        nc.lock_fd(fd, wait_s=0)  # a folder only this process knows yet: always free
         os.rename(building, path)
     except BaseException:
         nc.remove_tree(building)

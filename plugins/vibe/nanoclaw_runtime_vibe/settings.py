@@ -28,7 +28,18 @@ class PrepareOptions:
         "", help="A raw disk image to start the base from, instead of a fresh one."
     )
     provision_script: str = nc.setting(
-        "", help="A shell script run as root in the guest to provision the base."
+        "", help="A shell script run as root in the guest to provision the base (vibe tool)."
+    )
+    size_gib: int = nc.setting(
+        0,
+        validator=nc.between(0, 1024),
+        help="Size of the base's disk in GiB (QEMU engine); 0: 3 GiB minimal, 8 GiB Debian.",
+    )
+    suite: str = nc.setting("", help="Debian suite of the QEMU engine's base; empty: bookworm.")
+    clis: str = nc.setting(
+        "-",
+        help="Agent CLIs (npm packages, comma-separated) installed in the QEMU engine's Debian "
+        "base; - for the default set, empty for none.",
     )
 
 
@@ -86,8 +97,9 @@ class VibeSettings:
         False,
         env="VIBE_NETWORK",
         key="network",
-        help="Give the guest a network (QEMU user-mode NAT; vibe always has one, and refuses "
-        "false only where it cannot be avoided). An agent calling an API needs it.",
+        help="Give the agent a network (QEMU: user-mode NAT, none when false; the vibe tool's "
+        "guest always has one, and false takes it from the agent's own namespace). An agent "
+        "calling an API needs it.",
     )
     debug: bool = nc.setting(False, env="VIBE_DEBUG", help="Copy the VM's console to stderr.")
     executable: str = nc.setting(

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import math
 import os
 import signal
@@ -35,8 +34,6 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from attrs import frozen
 
 import nanoclaw_runtimes_core as nc
 
@@ -211,8 +208,7 @@ class _ConsoleTail:
                 sys.stderr.buffer.flush()
 
 
-@frozen
-class _NotTaken:
+class _NotTaken(nc.Record, kw_only=False):
     """A warm VM that did not take a run (it was powering off, or died)."""
 
     reason: str
@@ -257,7 +253,7 @@ def _claim(path: Path) -> int:
     """An owner lock on ``path`` held by this process until the descriptor is closed (the
     keeper cancels a run whose lock is free: its follower died)."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    nc.lock_fd(fd, wait_s=0)  # created just now (O_EXCL): always free
     return fd
 
 
@@ -332,18 +328,11 @@ def _read_host_file(path: Path, limit: int, what: str) -> bytes:
 
 
 def _lock_fd(fd: int, what: Path, wait_s: float) -> None:
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise nc.UserError(
-                    f"{what} is in use by another VM (another engine or tool is booting it); "
-                    "stop that VM first: two VMs writing one disk would corrupt it"
-                ) from None
-            time.sleep(0.05)
+    if not nc.lock_fd(fd, wait_s=wait_s):
+        raise nc.UserError(
+            f"{what} is in use by another VM (another engine or tool is booting it); "
+            "stop that VM first: two VMs writing one disk would corrupt it"
+        )
 
 
 # --------------------------------------------------------------------------- the engine

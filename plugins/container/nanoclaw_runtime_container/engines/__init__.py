@@ -16,8 +16,6 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Protocol
 
-from attrs import frozen
-
 import nanoclaw_runtimes_core as nc
 
 if TYPE_CHECKING:
@@ -27,8 +25,7 @@ MACOS_ORDER = ("container", "docker", "podman")
 LINUX_ORDER = ("bubblewrap", "podman", "docker")
 
 
-@frozen
-class Leftover:
+class Leftover(nc.Record, kw_only=False):
     """A container of this project that outlived its run."""
 
     name: str

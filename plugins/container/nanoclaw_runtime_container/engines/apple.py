@@ -33,8 +33,6 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any
 
-from attrs import evolve
-
 import nanoclaw_runtimes_core as nc
 
 from . import probe_cache
@@ -302,19 +300,18 @@ class AppleEngine(ImageEngine):
         lines = last_lines(result.stderr_tail)
         said = "\n".join(lines)
         if XPC_ERROR in said:
-            return evolve(result, error=SERVICE_DOWN)
+            return result.replace(error=SERVICE_DOWN)
         if code == 64 and any(
             ln.startswith(("Usage: container", "See 'container")) for ln in lines
         ):
-            return evolve(
-                result,
+            return result.replace(
                 error="Apple's container refused the arguments this runtime passed (exit 64; its "
                 "message is above); upgrade container, or report it to nanoclaw-runtime-container",
             )
         if code != 1 or not lines or not lines[-1].startswith("Error: "):
             return result
         if "failed to find target executable" in lines[-1]:
-            return evolve(result, exit_code=127)  # as a shell (and Docker's init) reports it
+            return result.replace(exit_code=127)  # as a shell (and Docker's init) reports it
         from ..settings import DEFAULT_IMAGE
 
         image = request.settings.image
@@ -324,13 +321,11 @@ class AppleEngine(ImageEngine):
                 if image == DEFAULT_IMAGE
                 else "get it with `nanoclaw-runtimes prepare --base container` (it pulls the image)"
             )
-            return evolve(
-                result,
+            return result.replace(
                 error=f"the image {image} is not among Apple's container's images; {how}, or set "
                 "CONTAINER_IMAGE (or containerConfig.image) to an image it has",
             )
-        return evolve(
-            result,
+        return result.replace(
             error="Apple's container could not start the sandbox (exit 1; its message is above)",
         )
 

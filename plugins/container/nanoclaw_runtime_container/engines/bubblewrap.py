@@ -21,17 +21,14 @@ killed. It dies with its parent (``setpriv --pdeathsig`` and
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from attrs import evolve, frozen
-
 import nanoclaw_runtimes_core as nc
 
-from . import Leftover, bwrap_host, bwrap_masks, bwrap_probe, pidns, probe_cache
+from . import Leftover, bwrap_host, bwrap_masks, bwrap_probe, probe_cache
 from .bwrap_layout import Layout
 
 if TYPE_CHECKING:
@@ -48,8 +45,7 @@ ISOLATION = frozenset({"filesystem", "pid", "network", "masks"})
 """What this engine isolates (see ``nanoclaw_runtimes_core.ISOLATION_PROPERTIES``)."""
 
 
-@frozen(kw_only=True)
-class Agent:
+class Agent(nc.Record):
     """What runs in agent mode: the command, the mounts it needs, the host folders (an
     interpreter's) it needs shown at their own path."""
 
@@ -58,8 +54,7 @@ class Agent:
     prefixes: tuple[Path, ...] = ()
 
 
-@frozen(kw_only=True)
-class Sandbox:
+class Sandbox(nc.Record):
     """One sandbox, decided: what it shows, what it runs, with which environment."""
 
     mounts: tuple[nc.Mount, ...]
@@ -118,21 +113,59 @@ def default_agent(project: nc.Project, rootfs: Path | None) -> Agent:
 # ---------------------------------------------------------------------- the command line
 
 
-def _sources(sandbox: Sandbox) -> list[Path]:
+MASK_DATA_MAX = 1 << 20
+"""A mask's source up to this size is passed to bwrap as data, not bound by its path."""
+
+
+def mask_contents(sandbox: Sandbox) -> dict[Path, bytes]:
+    """The content of each mask source that is a small regular file, read now (no link
+    followed). bwrap shows it read-only from a pipe, so the file's folder need not be within
+    the sandbox user's reach: the trusted config lies in the run's private folder, and
+    binding it by path would make a root run stage every source through a second bwrap."""
+    found: dict[Path, bytes] = {}
+    for mask in sandbox.masks:
+        if mask.source is None or mask.source in found:
+            continue
+        try:
+            fd = os.open(mask.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue  # left to the bind, which reports it
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and st.st_size <= MASK_DATA_MAX:
+                chunks: list[bytes] = []
+                while chunk := os.read(fd, MASK_DATA_MAX + 1):
+                    chunks.append(chunk)
+                    if sum(len(c) for c in chunks) > MASK_DATA_MAX:
+                        break  # grew meanwhile: left to the bind
+                else:
+                    found[mask.source] = b"".join(chunks)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return found
+
+
+def _sources(sandbox: Sandbox, as_data: Mapping[Path, bytes] | None = None) -> list[Path]:
     found = [m.host_path for m in sandbox.mounts]
-    found += [m.source for m in sandbox.masks if m.source is not None]
+    found += [
+        m.source for m in sandbox.masks if m.source is not None and m.source not in (as_data or {})
+    ]
     found += list(sandbox.prefixes)
     if sandbox.rootfs is not None:
         found += [path for _, path, link in bwrap_host.top_level(sandbox.rootfs, None) if not link]
     return found
 
 
-def needs_staging(sandbox: Sandbox, user: nc.SandboxUser) -> bool:
+def needs_staging(
+    sandbox: Sandbox, user: nc.SandboxUser, as_data: Mapping[Path, bytes] | None = None
+) -> bool:
     """Whether some source is out of the sandbox user's reach (only when we are root: an
-    ordinary user's sandbox is that user)."""
+    ordinary user's sandbox is that user); mask sources in ``as_data`` are passed as data."""
     if os.geteuid() != 0:
         return False
-    return any(not bwrap_host.reachable(p, user.uid, user.gid) for p in _sources(sandbox))
+    return any(not bwrap_host.reachable(p, user.uid, user.gid) for p in _sources(sandbox, as_data))
 
 
 def build_layout(
@@ -140,9 +173,10 @@ def build_layout(
 ) -> Layout:
     """The bwrap options of ``sandbox`` (see the module docstring); ``notes`` collects what
     the user should be told (a mask or mount left out)."""
-    layout = Layout(staged=needs_staging(sandbox, user))
+    contents = mask_contents(sandbox)
+    layout = Layout(staged=needs_staging(sandbox, user, contents))
     try:
-        _fill(layout, sandbox, probe, user, notes)
+        _fill(layout, sandbox, probe, user, notes, contents)
     except BaseException:
         layout.close()
         raise
@@ -155,6 +189,7 @@ def _fill(
     probe: bwrap_probe.Probe,
     user: nc.SandboxUser,
     notes: list[str],
+    contents: Mapping[Path, bytes],
 ) -> None:
     uid = str(SANDBOX_UID)
     layout.add("--unshare-all", "--unshare-user", "--uid", uid, "--gid", uid)
@@ -211,6 +246,8 @@ def _fill(
     for place in placed:
         if place.folder:
             layout.empty_folder(place.container_path)
+        elif place.mask.source is not None and place.mask.source in contents:
+            layout.data(contents[place.mask.source], place.container_path)
         elif place.mask.source is not None:
             layout.source(place.mask.source, place.container_path, readonly=True)
         else:
@@ -233,7 +270,7 @@ def _plain_file(path: Path) -> bool:
 
 def bwrap_path() -> str:
     """bwrap on this process's PATH; raises EngineUnavailable saying how to install it."""
-    path = shutil.which("bwrap")
+    path = nc.find_program("bwrap")
     if path is None:
         raise nc.EngineUnavailable(f"bubblewrap (bwrap) is not installed; {INSTALL_FIX}")
     return path
@@ -262,9 +299,18 @@ def explain_exit(result: nc.ExecutionResult) -> nc.ExecutionResult:
         return result
     detail = lines[-1].removeprefix("bwrap: ")
     if detail.startswith("execvp "):
-        why = f"the command could not be started in the sandbox: {detail[7:]}"
-        return evolve(result, error=why)
-    return evolve(result, error=f"bubblewrap could not set up the sandbox: {detail}")
+        # A command that cannot be started exits as a shell's would (and as Docker's init does):
+        # 127 when it is not found, 126 otherwise; bwrap's own line stays on stderr.
+        return result.replace(exit_code=127 if "No such file" in detail else 126)
+    return result.replace(error=f"bubblewrap could not set up the sandbox: {detail}")
+
+
+def _terminate(started: list[int]) -> None:
+    """Stop the sandbox gracefully (on timeout or interruption only: loaded then)."""
+    from . import pidns
+
+    if started:
+        pidns.terminate(started[0])
 
 
 def run_sandbox(
@@ -300,7 +346,7 @@ def run_sandbox(
             user=None if layout.staged else user,
             limits=limits,
             die_with_parent=True,
-            stop=lambda: pidns.terminate(started[0]) if started else None,
+            stop=lambda: _terminate(started),
             grace_s=grace_s,
             on_start=lambda proc: started.append(proc.pid),
             redact=redact,
@@ -346,7 +392,7 @@ class BubblewrapEngine:
 
     def status(self) -> nc.EngineStatus:
         """Installed, new enough, and a trial sandbox starts as the sandbox user (cached)."""
-        path = shutil.which("bwrap")
+        path = nc.find_program("bwrap")
         if path is None:
             return nc.EngineStatus(
                 available=False, engine=self.name, detail="bwrap is not on PATH.", fix=INSTALL_FIX

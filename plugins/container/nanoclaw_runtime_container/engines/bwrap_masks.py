@@ -21,13 +21,10 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from attrs import frozen
-
 import nanoclaw_runtimes_core as nc
 
 
-@frozen(kw_only=True)
-class Placement:
+class Placement(nc.Record):
     """One mask to apply: at ``container_path``, over a file or (``folder``) a folder."""
 
     container_path: str

@@ -12,23 +12,18 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
-
-import attrs
-from attrs import frozen
 
 import nanoclaw_runtimes_core as nc
+from nanoclaw_runtimes_core.record import asdict
 
 from . import probe_cache
-from .cli import run_tool
 
 NEEDED = ("--args", "--bind-fd", "--ro-bind-fd", "--ro-bind-data", "--perms", "--clearenv")
 PROBE_TIMEOUT_S = 10.0
 CACHE_NAME = "bwrap-probe-v2"
 
 
-@frozen(kw_only=True)
-class Probe:
+class Probe(nc.Record):
     """What a probe found. ``works``: a trial sandbox started as the sandbox user."""
 
     works: bool
@@ -45,6 +40,8 @@ def _setpriv(uid: int, gid: int) -> list[str]:
 
 
 def _probe(bwrap: str, uid: int, gid: int) -> Probe:
+    from .cli import run_tool  # a probe runs once per boot: the cache answers every run
+
     env = dict(nc.HOST_ENV)
     version_run = run_tool([bwrap, "--version"], timeout_s=PROBE_TIMEOUT_S, env=env)
     version = version_run.stdout.strip().removeprefix("bubblewrap ") or None
@@ -59,7 +56,7 @@ def _probe(bwrap: str, uid: int, gid: int) -> Probe:
             message=f"bubblewrap {version or '(unknown version)'} lacks {', '.join(missing)}",
         )
     disable = "--disable-userns" in words
-    true = shutil.which("true", path=nc.HOST_ENV["PATH"]) or "/bin/true"
+    true = nc.find_program("true", path=nc.HOST_ENV["PATH"]) or "/bin/true"
     trial = [
         *_setpriv(uid, gid),
         bwrap,
@@ -93,7 +90,12 @@ def probe(bwrap: str, uid: int, gid: int) -> Probe:
     """The probe of ``bwrap`` for sandbox user ``uid``/``gid``, from the cache when it holds
     one for this boot and binary."""
     key = {**probe_cache.host_key(bwrap), "euid": os.geteuid(), "sandbox": [uid, gid]}
-    found = probe_cache.cached(CACHE_NAME, key, lambda: attrs.asdict(_probe(bwrap, uid, gid)))
+    found = probe_cache.cached(
+        CACHE_NAME,
+        key,
+        lambda: asdict(_probe(bwrap, uid, gid)),
+        keep=lambda value: bool(value.get("works")),  # a fix (sysctl, AppArmor) is seen at once
+    )
     try:
         return Probe(
             works=bool(found["works"]),

@@ -5,11 +5,10 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Mapping, Sequence
 
-from attrs import define
+from nanoclaw_runtimes_core.record import Record
 
 
-@define(frozen=True, kw_only=True)
-class ToolResult:
+class ToolResult(Record):
     """What a short command did. ``returncode`` is None when it could not run or timed out."""
 
     returncode: int | None

@@ -39,8 +39,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from attrs import evolve
-
 import nanoclaw_runtimes_core as nc
 
 from . import probe_cache
@@ -416,11 +414,15 @@ class DockerEngine(ImageEngine):
                 raise nc.UserError(f"refusing to run: {message} (NANOCLAW_LIMITS=strict)")
             request.sink.on_problem(message + "; set NANOCLAW_LIMITS=strict to refuse such runs")
             return []
-        if self.podman and settings.cpus > host_cpus():
+        if settings.cpus > host_cpus():
+            # Checked before starting, for both engines: Docker refuses with exit 125 after a
+            # round trip to its daemon, Podman would accept it.
             count = host_cpus()
-            raise nc.UserError(
-                f"cpus {settings.cpus} is more than the {count} CPUs of this host; set "
-                f"CONTAINER_CPUS (or containerConfig.cpus) to at most {count}"
+            raise nc.ConfigError(
+                [
+                    f"cpus {settings.cpus} is more than the {count} CPUs of this host; set "
+                    f"CONTAINER_CPUS (or containerConfig.cpus) to at most {count}"
+                ]
             )
         return [
             f"--cpus={settings.cpus}",
@@ -444,10 +446,10 @@ class DockerEngine(ImageEngine):
         if code == 1 and self.podman and lines:
             match = _CATATONIT.match(lines[-1])
             if match:  # catatonit could not exec the command: a shell's 127 / 126
-                return evolve(result, exit_code=127 if "No such file" in match.group(1) else 126)
+                return result.replace(exit_code=127 if "No such file" in match.group(1) else 126)
         if code != 125 or not lines or not self._engine_said(lines):
             return result
-        return evolve(result, error=self.explain(request, "\n".join(lines)))
+        return result.replace(error=self.explain(request, "\n".join(lines)))
 
     def _engine_said(self, lines: list[str]) -> bool:
         """Whether the end of stderr is the engine's own error message."""

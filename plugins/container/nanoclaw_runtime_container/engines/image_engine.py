@@ -30,8 +30,6 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from attrs import frozen
-
 import nanoclaw_runtimes_core as nc
 
 from . import Leftover, probe_cache
@@ -167,8 +165,7 @@ def file_identity(path: str | None) -> list[Any]:
 # --------------------------------------------------------------------------- records
 
 
-@frozen(kw_only=True)
-class Listed:
+class Listed(nc.Record):
     """A container of this project as the engine lists it."""
 
     name: str

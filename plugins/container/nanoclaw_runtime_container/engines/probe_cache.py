@@ -47,8 +47,15 @@ def host_key(executable: str | None) -> dict[str, Any]:
     return key
 
 
-def cached(name: str, key: dict[str, Any], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """``compute()``'s answer for ``key``, from the cache when it holds one for that key."""
+def cached(
+    name: str,
+    key: dict[str, Any],
+    compute: Callable[[], dict[str, Any]],
+    *,
+    keep: Callable[[dict[str, Any]], bool] = lambda value: True,
+) -> dict[str, Any]:
+    """``compute()``'s answer for ``key``, from the cache when it holds one for that key. An
+    answer ``keep`` refuses (a failure the user may fix at any time) is not stored."""
     path = cache_dir() / f"{name}.json"
     try:
         stored = json.loads(path.read_text())
@@ -58,6 +65,8 @@ def cached(name: str, key: dict[str, Any], compute: Callable[[], dict[str, Any]]
     except (OSError, ValueError, KeyError, AttributeError):
         pass
     value = compute()
+    if not keep(value):
+        return value
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from attrs import define
+from nanoclaw_runtimes_core.record import Record
 
 from .kernel import BOOTED, KernelFiles
 from .tsc import measure_tsc_khz
@@ -27,8 +27,7 @@ from .tsc import measure_tsc_khz
 PROBE_TIMEOUT_S = 8.0
 
 
-@define(frozen=True, kw_only=True)
-class HostInfo:
+class HostInfo(Record):
     """What this host's QEMU can do: the accelerator to use and why, and the TSC frequency."""
 
     accel: str

@@ -56,7 +56,7 @@ AGENT_CLIS = (
 )
 """npm packages tried one by one; a failure is reported, not fatal."""
 
-Progress = Callable[[str, "float | None"], None]
+Progress = Callable[[str, float | None], None]
 
 MINIMAL_AGENT_PATH = "/usr/local/bin/nanoclaw-example-agent"
 MINIMAL_AGENT = ("/bin/sh", MINIMAL_AGENT_PATH)
@@ -312,8 +312,14 @@ def _cli_report(source: Path, clis_file: Path | None) -> str:
 def build_base(build: BaseBuild, *, settings: Any) -> str:
     """Dispatch on ``build.options``: ``minimal`` (bool), ``size_gib`` (int), ``suite`` (str),
     ``clis`` (comma-separated npm packages, empty for none)."""
-    build.target.parent.mkdir(parents=True, exist_ok=True)
     options = dict(build.options)
+    for unsupported in ("source", "provision_script"):
+        if options.get(unsupported):
+            raise UserError(
+                f"--option {unsupported}: the QEMU engine builds its base from Debian packages "
+                "and does not take this option (the vibe tool on macOS does); drop it"
+            )
+    build.target.parent.mkdir(parents=True, exist_ok=True)
     default = DEFAULT_SIZE_GIB if options.get("minimal") else DEBIAN_SIZE_GIB
     size = int(options.get("size_gib") or default)
     if size < 1:
@@ -321,7 +327,11 @@ def build_base(build: BaseBuild, *, settings: Any) -> str:
     if options.get("minimal"):
         return build_minimal(build, size_gib=size)
     clis_opt = options.get("clis")
-    clis = AGENT_CLIS if clis_opt is None else tuple(c for c in str(clis_opt).split(",") if c)
+    clis = (
+        AGENT_CLIS
+        if clis_opt is None or clis_opt == "-"
+        else tuple(c.strip() for c in str(clis_opt).split(",") if c.strip())
+    )
     return build_debian(
         build, size_gib=size, suite=str(options.get("suite") or DEBIAN_SUITE), clis=clis
     )

@@ -19,8 +19,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from attrs import frozen
-
 import nanoclaw_runtimes_core as nc
 
 from ..engines import BaseBuild, RunSpec, WarmVm
@@ -42,8 +40,7 @@ ISOLATION = frozenset(
 )
 
 
-@frozen
-class _Vm:
+class _Vm(nc.Record, kw_only=False):
     folder: Path
     folder_fd: int
     channel: Channel

@@ -30,9 +30,8 @@ from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 
-from attrs import define
-
 from nanoclaw_runtimes_core.errors import EngineUnavailable
+from nanoclaw_runtimes_core.record import Record
 
 from .cpio import CpioWriter
 
@@ -55,8 +54,7 @@ LAYOUT = 3
 CC_FLAGS = ("-static", "-O2", "-Wall")
 
 
-@define(frozen=True, kw_only=True)
-class KernelFiles:
+class KernelFiles(Record):
     """What the engine boots: a kernel image and an initramfs."""
 
     directory: Path

@@ -21,8 +21,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from attrs import frozen
-
 import nanoclaw_runtimes_core as nc
 
 from . import accel, kernel, virtiofs, vmstate
@@ -55,8 +53,7 @@ class BootFailed(nc.EngineUnavailable):
     """The VM did not boot; the message has the console's tail."""
 
 
-@frozen(kw_only=True)
-class BootPlan:
+class BootPlan(nc.Record):
     """Everything a cold boot needs."""
 
     qemu: str
@@ -156,8 +153,7 @@ class Console:
             self.sock.close()
 
 
-@frozen(kw_only=True)
-class Booted:
+class Booted(nc.Record):
     """A VM just booted: its folder, its channel, its console."""
 
     folder: Path

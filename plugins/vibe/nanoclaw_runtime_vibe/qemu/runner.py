@@ -16,9 +16,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-import attrs
-from attrs import frozen
-
 import nanoclaw_runtimes_core as nc
 from nanoclaw_runtimes_core.protocol import OutputEvent, ProblemEvent
 
@@ -45,8 +42,7 @@ class VmLost(Exception):
         self.started = started
 
 
-@frozen(kw_only=True)
-class Request:
+class Request(nc.Record):
     """What runs, with what, where: everything the guest needs besides the shares' daemons."""
 
     argv: tuple[str, ...]
@@ -210,8 +206,8 @@ def execute(
         return _finish(out, readers, None, request, started, timed_out=True)
     result = _finish(out, readers, end, request, started, timed_out=False)
     if state.errors and result.error is None and end[0] == SETUP_FAILED:
-        result = attrs.evolve(
-            result, error=f"the guest could not set up the run: {'; '.join(state.errors)}"
+        result = result.replace(
+            error=f"the guest could not set up the run: {'; '.join(state.errors)}"
         )
     return result
 

@@ -28,8 +28,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from attrs import frozen
-
 import nanoclaw_runtimes_core as nc
 
 C_VIRTIOFSD = "/usr/lib/qemu/virtiofsd"
@@ -50,8 +48,7 @@ _SCRIPT_USER = (
 """Not root: the user's own namespaces, where it can bind its own folders itself."""
 
 
-@frozen(kw_only=True)
-class Share:
+class Share(nc.Record):
     """A folder shown to the guest at ``guest`` through virtiofs tag ``tag``."""
 
     tag: str

@@ -19,7 +19,6 @@ QEMU. When QEMU exits it kills the share daemons and, after the guest's clean po
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -98,7 +97,9 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 def take_owner_lock(folder: Path) -> int:
     """Lock a new folder's owner file; the fd is inheritable (the watcher keeps it)."""
     fd = os.open(folder / OWNER, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    if not nc.lock_fd(fd, wait_s=0):
+        os.close(fd)
+        raise RuntimeError(f"{folder} is already owned by a live process")
     os.set_inheritable(fd, True)
     return fd
 
@@ -106,15 +107,13 @@ def take_owner_lock(folder: Path) -> int:
 def take_disk_lock(lock_path: Path, disk: Path) -> int:
     """Lock the disk for the VM's life (the fd is inherited by the watcher and QEMU)."""
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not nc.lock_fd(fd, wait_s=0):
         os.close(fd)
         raise nc.UserError(
             f"the disk {disk} is in use by another VM (one disk is never booted twice: its "
             f"file system would be corrupted). A VM of this group started by another user or "
             f"tool still runs; stop it, or wait for it to power off"
-        ) from None
+        )
     os.set_inheritable(fd, True)
     return fd
 
