@@ -15,9 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from nanoclaw_runtimes_core import Runtimes
-
-from nanoclaw_runtimes_core import hookimpl
+from nanoclaw_runtimes_core import Runtimes, hookimpl
 from nanoclaw_runtimes_core.models import ContainerInput, ContainerOutput, ExecutionResult
 from nanoclaw_runtimes_core.plugins import Registry
 

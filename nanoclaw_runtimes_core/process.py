@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 
@@ -87,13 +87,23 @@ def _is_program(path: str) -> bool:
     return os.path.exists(path) and os.access(path, os.F_OK | os.X_OK) and not os.path.isdir(path)
 
 
-class _Run:
-    """The mutable state of one running command, shared with its reader threads."""
+class RunOutput:
+    """A run's output as it arrives, for any engine: each chunk passed on to the sink at once
+    (stdout byte for byte), blocks decoded in agent mode, and what a result needs kept within
+    bounds (10 MiB of each stream, :data:`KEEP_OUTPUTS` of blocks). ``last_activity`` is when
+    the idle timeout last restarted: at each block in agent mode, at any output otherwise.
+    Reader threads may feed it; read ``last_activity`` under ``lock``."""
 
     def __init__(
-        self, sink: OutputSink, decoder: MarkerDecoder | None, redact: Callable[[str], str]
+        self,
+        sink: OutputSink,
+        *,
+        agent_mode: bool,
+        decoder: MarkerDecoder | None = None,
+        redact: Callable[[str], str] = str,
     ) -> None:
-        self.sink, self.decoder, self.redact = sink, decoder, redact
+        self.sink, self.redact = sink, redact
+        self.decoder = (decoder or MarkerDecoder()) if agent_mode else None
         self.last_activity = time.monotonic()
         self.outputs: list[ContainerOutput] = []
         self.outputs_size = 0
@@ -111,18 +121,32 @@ class _Run:
             self.last_activity = time.monotonic()
 
     def on_stdout(self, chunk: bytes) -> None:
-        if chunk:
-            self.sink.on_stdout(chunk)
-            room = KEEP_STDOUT - len(self.stdout)
-            if len(chunk) > room:
-                self.stdout_truncated = True
-            if room > 0:
-                self.stdout += chunk[:room]
-            if self.decoder is None:
-                self.touch()
-        if self.decoder is None:
+        """One chunk of stdout; an empty one marks its end (see :meth:`close`)."""
+        if not chunk:
+            self.close()
             return
-        for event in self.decoder.feed(chunk) if chunk else self.decoder.close():
+        self.sink.on_stdout(chunk)
+        self.stdout_truncated |= _keep(self.stdout, chunk)
+        if self.decoder is None:
+            self.touch()
+        else:
+            self._events(self.decoder.feed(chunk))
+
+    def on_stderr(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        self.stderr_truncated |= _keep(self.stderr, chunk)
+        self.sink.on_stderr(chunk)
+        if self.decoder is None:
+            self.touch()
+
+    def close(self) -> None:
+        """The end of stdout: a block left open is reported as a problem."""
+        if self.decoder is not None:
+            self._events(self.decoder.close())
+
+    def _events(self, events: Iterable[OutputEvent | ProblemEvent]) -> None:
+        for event in events:
             if isinstance(event, OutputEvent):
                 self.touch()
                 out = event.output
@@ -134,22 +158,46 @@ class _Run:
                     self.outputs.append(out)
                     self.outputs_size += size
                 self.sink.on_output(out)
-            elif isinstance(event, ProblemEvent):
+            else:
                 message = self.redact(event.message)
                 self.problems.append(message)
                 self.sink.on_problem(message)
 
-    def on_stderr(self, chunk: bytes) -> None:
-        if not chunk:
-            return
-        room = KEEP_STDOUT - len(self.stderr)
-        if len(chunk) > room:
-            self.stderr_truncated = True
-        if room > 0:
-            self.stderr += chunk[:room]
-        self.sink.on_stderr(chunk)
-        if self.decoder is None:
-            self.touch()
+    def result(
+        self,
+        *,
+        exit_code: int | None,
+        timed_out: bool,
+        started: float,
+        timeout_ms: int,
+        error: str | None = None,
+    ) -> ExecutionResult:
+        """The run's result from what was kept (``started``: its ``time.monotonic()``)."""
+        tail = bytes(self.stderr[-STDERR_TAIL:]).decode("utf-8", errors="replace")
+        return ExecutionResult(
+            exit_code=exit_code,
+            outputs=tuple(self.outputs),
+            output_count=self.output_count,
+            new_session_id=self.session,
+            timed_out=timed_out,
+            stdout=bytes(self.stdout),
+            stdout_truncated=self.stdout_truncated,
+            stderr=bytes(self.stderr),
+            stderr_truncated=self.stderr_truncated,
+            stderr_tail=self.redact(tail),
+            block_problems=tuple(self.problems),
+            duration_ms=int((time.monotonic() - started) * 1000),
+            timeout_ms=timeout_ms,
+            error=error,
+        )
+
+
+def _keep(kept: bytearray, chunk: bytes) -> bool:
+    """Keep what fits of ``chunk`` in ``kept``; True when some of it did not."""
+    room = KEEP_STDOUT - len(kept)
+    if room > 0:
+        kept += chunk[:room]
+    return len(chunk) > room
 
 
 def _pump(fd: int, handle: Callable[[bytes], None]) -> None:
@@ -231,7 +279,7 @@ def run_process(
     ``grace_s`` (or ``interrupt_grace()`` when interrupted). Raises
     FileNotFoundError when the executable does not exist.
     """
-    run = _Run(sink, (decoder or MarkerDecoder()) if agent_mode else None, redact)
+    run = RunOutput(sink, agent_mode=agent_mode, decoder=decoder, redact=redact)
     started = time.monotonic()
     prefix = launch_prefix(user=user, limits=limits, die_with_parent=die_with_parent)
     host = dict(env if env is not None else HOST_ENV)
@@ -305,19 +353,10 @@ def run_process(
         for thread in threads:
             thread.join(timeout=5)
     code = proc.returncode
-    return ExecutionResult(
+    return run.result(
         exit_code=None if timed_out else (128 - code if code is not None and code < 0 else code),
-        outputs=tuple(run.outputs),
-        output_count=run.output_count,
-        new_session_id=run.session,
         timed_out=timed_out,
-        stdout=bytes(run.stdout),
-        stdout_truncated=run.stdout_truncated,
-        stderr=bytes(run.stderr),
-        stderr_truncated=run.stderr_truncated,
-        stderr_tail=redact(bytes(run.stderr[-STDERR_TAIL:]).decode("utf-8", errors="replace")),
-        block_problems=tuple(run.problems),
-        duration_ms=int((time.monotonic() - started) * 1000),
+        started=started,
         timeout_ms=timeout_ms,
     )
 

@@ -116,6 +116,18 @@ def test_the_marker_sets_what_pluggy_reads() -> None:
     assert f.nanoclaw_runtimes_impl == g.nanoclaw_runtimes_impl  # type: ignore[attr-defined]
 
 
+def test_the_spec_marker_sets_what_pluggy_reads() -> None:
+    import pluggy
+
+    def f() -> None: ...
+
+    def g() -> None: ...
+
+    nc.hookspec(f, firstresult=True)
+    pluggy.HookspecMarker(nc.PROJECT_NAME)(g, firstresult=True)
+    assert f.nanoclaw_runtimes_spec == g.nanoclaw_runtimes_spec  # type: ignore[attr-defined]
+
+
 # --------------------------------------------------------------------------- runtime choice
 
 

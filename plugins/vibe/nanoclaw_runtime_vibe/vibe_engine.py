@@ -64,96 +64,6 @@ BUILD_TIMEOUT_MS = 2 * 3600 * 1000
 # --------------------------------------------------------------------------- output
 
 
-class _Output:
-    """A run's output as it arrives: passed on at once, kept within bounds for the result."""
-
-    def __init__(self, sink: nc.OutputSink, agent_mode: bool) -> None:
-        from nanoclaw_runtimes_core.process import KEEP_OUTPUTS, KEEP_STDOUT
-
-        self.sink = sink
-        self.decoder = nc.MarkerDecoder() if agent_mode else None
-        self.keep, self.keep_outputs = KEEP_STDOUT, KEEP_OUTPUTS
-        self.stdout, self.stderr = bytearray(), bytearray()
-        self.stdout_truncated = self.stderr_truncated = False
-        self.outputs: list[nc.ContainerOutput] = []
-        self.outputs_size = 0
-        self.count = 0
-        self.session: str | None = None
-        self.problems: list[str] = []
-        self.activity = time.monotonic()
-
-    def _keep(self, buf: bytearray, chunk: bytes) -> bool:
-        room = self.keep - len(buf)
-        if room > 0:
-            buf += chunk[:room]
-        return len(chunk) > room
-
-    def on_stdout(self, chunk: bytes) -> None:
-        self.sink.on_stdout(chunk)
-        self.stdout_truncated |= self._keep(self.stdout, chunk)
-        if self.decoder is None:
-            self.activity = time.monotonic()
-            return
-        self._events(self.decoder.feed(chunk))
-
-    def on_stderr(self, chunk: bytes) -> None:
-        self.sink.on_stderr(chunk)
-        self.stderr_truncated |= self._keep(self.stderr, chunk)
-        if self.decoder is None:
-            self.activity = time.monotonic()
-
-    def close(self) -> None:
-        if self.decoder is not None:
-            self._events(self.decoder.close())
-
-    def _events(self, events: list[Any]) -> None:
-        from nanoclaw_runtimes_core.protocol import OutputEvent, ProblemEvent
-
-        for event in events:
-            if isinstance(event, OutputEvent):
-                self.activity = time.monotonic()
-                out = event.output
-                self.count += 1
-                if out.new_session_id:
-                    self.session = out.new_session_id
-                size = len(out.result or "") + len(out.error or "")
-                if self.outputs_size + size <= self.keep_outputs:
-                    self.outputs.append(out)
-                    self.outputs_size += size
-                self.sink.on_output(out)
-            elif isinstance(event, ProblemEvent):
-                self.problems.append(event.message)
-                self.sink.on_problem(event.message)
-
-    def result(
-        self,
-        *,
-        exit_code: int | None,
-        timed_out: bool,
-        started: float,
-        timeout_ms: int,
-        error: str | None,
-    ) -> nc.ExecutionResult:
-        from nanoclaw_runtimes_core.process import STDERR_TAIL
-
-        return nc.ExecutionResult(
-            exit_code=exit_code,
-            outputs=tuple(self.outputs),
-            output_count=self.count,
-            new_session_id=self.session,
-            timed_out=timed_out,
-            stdout=bytes(self.stdout),
-            stdout_truncated=self.stdout_truncated,
-            stderr=bytes(self.stderr),
-            stderr_truncated=self.stderr_truncated,
-            stderr_tail=bytes(self.stderr[-STDERR_TAIL:]).decode("utf-8", "replace"),
-            block_problems=tuple(self.problems),
-            duration_ms=int((time.monotonic() - started) * 1000),
-            timeout_ms=timeout_ms,
-            error=error,
-        )
-
-
 class _Follow:
     """One growing file of the share, read from where it was left."""
 
@@ -763,7 +673,7 @@ class VibeEngine:
         started: float,
     ) -> nc.ExecutionResult:
         name = spec.run_name
-        out = _Output(sink, agent_mode=spec.input is not None)
+        out = nc.RunOutput(sink, agent_mode=spec.input is not None)
         streams = [
             _Follow(vm.share, ("out", name, "stdout"), out.on_stdout),
             _Follow(vm.share, ("out", name, "stderr"), out.on_stderr),
@@ -773,7 +683,7 @@ class VibeEngine:
             return sum(s.pump() for s in streams)
 
         timeout_s = spec.timeout_ms / 1000
-        idle_from = out.activity
+        idle_from = out.last_activity
         deadline = time.monotonic() + timeout_s
         timed_out = False
         cancel_deadline = 0.0
@@ -784,8 +694,8 @@ class VibeEngine:
         try:
             while True:
                 got = pump()
-                if out.activity != idle_from:
-                    idle_from = out.activity
+                if out.last_activity != idle_from:
+                    idle_from = out.last_activity
                     deadline = idle_from + timeout_s
                 raw = vm.share.read_small("out", name, "status", limit=64)
                 if raw is not None:

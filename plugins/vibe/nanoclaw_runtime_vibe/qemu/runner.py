@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 import nanoclaw_runtimes_core as nc
-from nanoclaw_runtimes_core.protocol import OutputEvent, ProblemEvent
 
 from .channel import STDERR, STDOUT, TOKEN_LEN, Channel, ChannelClosed, StreamReader, hexed
 
@@ -75,92 +73,6 @@ class Request(nc.Record):
         return out
 
 
-class Collector:
-    """The run's output as it comes: kept (bounded) for the result, passed to the sink."""
-
-    def __init__(self, sink: nc.OutputSink, agent_mode: bool) -> None:
-        self.sink = sink
-        self.decoder = nc.MarkerDecoder() if agent_mode else None
-        self.lock = threading.Lock()
-        self.last_activity = time.monotonic()
-        self.stdout = bytearray()
-        self.stdout_truncated = False
-        self.stderr = bytearray()
-        self.stderr_truncated = False
-        self.outputs: list[nc.ContainerOutput] = []
-        self.outputs_size = 0
-        self.output_count = 0
-        self.session: str | None = None
-        self.problems: list[str] = []
-
-    def touch(self) -> None:
-        with self.lock:
-            self.last_activity = time.monotonic()
-
-    def on_stdout(self, chunk: bytes) -> None:
-        self.sink.on_stdout(chunk)
-        self._keep(self.stdout, chunk, "stdout")
-        if self.decoder is None:
-            self.touch()
-            return
-        self._events(self.decoder.feed(chunk))
-
-    def _events(self, events: Iterable[object]) -> None:
-        for event in events:
-            if isinstance(event, OutputEvent):
-                self.touch()
-                out = event.output
-                self.output_count += 1
-                if out.new_session_id:
-                    self.session = out.new_session_id
-                size = len(out.result or "") + len(out.error or "")
-                if self.outputs_size + size <= KEEP_OUTPUTS:
-                    self.outputs.append(out)
-                    self.outputs_size += size
-                self.sink.on_output(out)
-            elif isinstance(event, ProblemEvent):
-                self.problems.append(event.message)
-                self.sink.on_problem(event.message)
-
-    def on_stderr(self, chunk: bytes) -> None:
-        self.sink.on_stderr(chunk)
-        self._keep(self.stderr, chunk, "stderr")
-        if self.decoder is None:
-            self.touch()
-
-    def _keep(self, kept: bytearray, chunk: bytes, name: str) -> None:
-        room = KEEP - len(kept)
-        if len(chunk) > room:
-            setattr(self, f"{name}_truncated", True)
-        if room > 0:
-            kept += chunk[:room]
-
-    def close(self) -> None:
-        if self.decoder is not None:
-            self._events(self.decoder.close())
-
-    def result(
-        self, *, exit_code: int | None, timed_out: bool, started: float, timeout_ms: int,
-        error: str | None = None,
-    ) -> nc.ExecutionResult:  # fmt: skip
-        return nc.ExecutionResult(
-            exit_code=exit_code,
-            outputs=tuple(self.outputs),
-            output_count=self.output_count,
-            new_session_id=self.session,
-            timed_out=timed_out,
-            stdout=bytes(self.stdout),
-            stdout_truncated=self.stdout_truncated,
-            stderr=bytes(self.stderr),
-            stderr_truncated=self.stderr_truncated,
-            stderr_tail=bytes(self.stderr[-STDERR_TAIL:]).decode("utf-8", errors="replace"),
-            block_problems=tuple(self.problems),
-            duration_ms=int((time.monotonic() - started) * 1000),
-            timeout_ms=timeout_ms,
-            error=error,
-        )
-
-
 def execute(
     channel: Channel,
     request: Request,
@@ -175,7 +87,7 @@ def execute(
     """
     started = time.monotonic()
     token = os.urandom(TOKEN_LEN)
-    out = Collector(sink, request.agent_mode)
+    out = nc.RunOutput(sink, agent_mode=request.agent_mode)
     readers = {
         STDOUT: channel.read_stream(STDOUT, token, out.on_stdout),
         STDERR: channel.read_stream(STDERR, token, out.on_stderr),
@@ -224,7 +136,7 @@ class _State:
 def _wait_for_end(
     channel: Channel,
     request: Request,
-    out: Collector,
+    out: nc.RunOutput,
     sink: nc.OutputSink,
     state: _State,
     alive: Callable[[], bool],
@@ -279,7 +191,7 @@ def _wait_for_end(
 
 
 def _finish(
-    out: Collector,
+    out: nc.RunOutput,
     readers: dict[str, StreamReader],
     end: tuple[int, int, int] | None,
     request: Request,
