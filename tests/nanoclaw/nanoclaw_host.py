@@ -459,6 +459,7 @@ class NanoClawHost:
         }
         timeout_ms = self.hard_timeout_ms(group_timeout_ms)
         timer: list[threading.Timer | None] = [None]
+        stoppers: list[threading.Thread] = []
 
         def kill_on_timeout() -> None:
             with loop:
@@ -495,7 +496,9 @@ class NanoClawHost:
                         state["sigkilled"] = True
                         proc.kill()
 
-            threading.Thread(target=stop_async, daemon=True).start()
+            stopper = threading.Thread(target=stop_async, daemon=True)
+            stoppers.append(stopper)
+            stopper.start()
 
         def reset_timeout() -> None:
             if timer[0] is not None:
@@ -579,7 +582,11 @@ class NanoClawHost:
             if timer[0] is not None:
                 timer[0].cancel()
         with loop:
-            return self._close(folder, input, name, args, mounts, code, started, state)
+            outcome = self._close(folder, input, name, args, mounts, code, started, state)
+        # v1.2.0's exec('stop') callback may come after 'close'; the outcome records it either way.
+        for stopper in stoppers:
+            stopper.join(timeout=30)
+        return outcome
 
     def _close(
         self,

@@ -209,3 +209,50 @@ def test_a_timed_out_run_is_cancelled_in_the_warm_vm(vproject: VibeProject) -> N
     assert result.status == "success"  # NanoClaw's rule: output, then idle, is a success
     again = vproject.ask("dev", "hi", **WARM)
     assert set(answer(again)["pids"]) == {1} and len(vproject.starts()) == 1
+
+
+def test_a_vm_that_ends_keeps_only_the_output_a_live_run_still_reads(tmp_path: Path) -> None:
+    """A guest with no keep-warm time powers off right after its run, maybe before the host
+    has read the output: the keeper's clean-up at vibe's end keeps ``out/<run>`` of a run
+    whose host process lives, removes the rest, and follows no link the guest planted."""
+    from nanoclaw_runtime_vibe import keeper
+
+    folder = tmp_path / "vm-x"
+    (folder / "ctl" / "out" / "live").mkdir(parents=True)
+    (folder / "ctl" / "out" / "live" / "status").write_text("0\n")
+    (folder / "ctl" / "out" / "gone").mkdir()
+    (folder / "ctl" / "req" / "other").mkdir(parents=True)
+    (folder / "owners").mkdir()
+    (folder / rundir.LAUNCH).write_text("{}")
+    (folder / "console.log").write_text("tail")
+    outside = tmp_path / "host-folder"
+    outside.mkdir()
+    (outside / "precious").write_text("keep me")
+    (folder / "ctl" / "out" / "planted").symlink_to(outside)
+    live = vibe_engine._claim(folder / "owners" / "live")
+    dead = vibe_engine._claim(folder / "owners" / "gone")
+    os.close(dead)
+    try:
+        keeper.Keeper(folder)._finish(0, None, ready=True)
+        assert sorted(p.name for p in folder.iterdir()) == sorted(["ctl", rundir.EXIT])
+        assert [p.name for p in (folder / "ctl").iterdir()] == ["out"]
+        assert [p.name for p in (folder / "ctl" / "out").iterdir()] == ["live"]
+        assert (folder / "ctl" / "out" / "live" / "status").read_text() == "0\n"
+    finally:
+        os.close(live)
+    assert (outside / "precious").read_text() == "keep me"
+    # with no run left to follow, nothing but the exit record stays
+    (folder / rundir.LAUNCH).write_text("{}")
+    keeper.Keeper(folder)._finish(0, None, ready=True)
+    assert sorted(p.name for p in folder.iterdir()) == [rundir.EXIT]
+    # a kept name the guest replaced with a link is removed, never followed
+    (folder / "owners").mkdir()
+    (folder / rundir.LAUNCH).write_text("{}")
+    (folder / "ctl").symlink_to(outside)
+    live = vibe_engine._claim(folder / "owners" / "live")
+    try:
+        keeper.Keeper(folder)._finish(0, None, ready=True)
+    finally:
+        os.close(live)
+    assert not (folder / "ctl").is_symlink() and not (folder / "ctl").exists()
+    assert (outside / "precious").read_text() == "keep me"

@@ -262,12 +262,20 @@ class Keeper:
             self.vm.write_json(rundir.EXIT, info)
         if self.console_log is not None:
             self.console_log.close()
-        keep = {rundir.OWNER, rundir.EXIT}
-        with contextlib.suppress(OSError), os.scandir(self.vm.path) as entries:
-            for entry in list(entries):
-                if entry.name not in keep:
-                    with contextlib.suppress(OSError):
-                        nc.remove_tree(Path(entry.path))
+        # A guest that powers off right after a run (no keep-warm time) may do so before the
+        # host has read the run's output: a run whose host process still follows it keeps its
+        # out/<run>; that process removes it, and the whole folder, when it is done.
+        followed = self._followed_runs()
+        keep: dict[str, rundir.Keep] = {rundir.OWNER: {}, rundir.EXIT: {}}
+        if followed:
+            keep["ctl"] = {"out": {name: {} for name in followed}}
+        rundir.clear_folder(self.vm.path, keep)
+
+    def _followed_runs(self) -> set[str]:
+        """The runs whose host process is alive."""
+        with contextlib.suppress(OSError), os.scandir(self.vm.path / "owners") as entries:
+            return {e.name for e in entries if nc.owner_alive(Path(e.path))}
+        return set()
 
 
 def main(argv: list[str]) -> int:

@@ -119,6 +119,34 @@ def rmtree_at(parent: int, name: str) -> None:
         os.rmdir(name, dir_fd=parent)
 
 
+Keep = Mapping[str, "Keep"]
+"""What :func:`clear_folder` keeps: entry name -> what to keep inside it (empty: all of it)."""
+
+
+def clear_folder(path: Path, keep: Keep) -> None:
+    """Remove everything in the folder ``path`` but what ``keep`` names. Never follows a
+    link; a name kept with something inside it that is not a real folder is removed."""
+    with contextlib.suppress(OSError):
+        _clear_at(None, path, keep)
+
+
+def _clear_at(parent: int | None, name: str | Path, keep: Keep) -> None:
+    fd = _open_dir(parent, name)
+    try:
+        for entry in list(os.scandir(fd)):
+            inside = keep.get(entry.name)
+            with contextlib.suppress(OSError):
+                if inside is None:
+                    rmtree_at(fd, entry.name)
+                elif inside:
+                    try:
+                        _clear_at(fd, entry.name, inside)
+                    except OSError:
+                        rmtree_at(fd, entry.name)
+    finally:
+        os.close(fd)
+
+
 def write_file_at(
     parent: int, name: str, data: bytes, *, mode: int = 0o600, owner: tuple[int, int] | None
 ) -> None:

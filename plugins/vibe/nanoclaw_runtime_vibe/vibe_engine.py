@@ -720,6 +720,8 @@ class VibeEngine:
                     next_check = now + 0.25
                     console.pump()
                     if not vm.alive():
+                        if vm.share.exists("out", name, "status"):
+                            continue  # the run ended just before the guest powered off
                         pump()
                         error = vm_failure(vm.exit_info(), what="the vibe VM") + " during the run"
                         break

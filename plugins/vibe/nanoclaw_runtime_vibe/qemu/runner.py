@@ -144,6 +144,7 @@ def _wait_for_end(
     """Read control lines until ``x``; apply the idle timeout. Returns (status, stdout
     bytes, stderr bytes), or None when the run was killed for its timeout."""
     timed_out = False
+    seen_dead = False
     while True:
         if state.killed_at is not None:
             left = state.killed_at + KILL_GRACE_S - time.monotonic()
@@ -169,7 +170,9 @@ def _wait_for_end(
             line = channel.next_line(wait)
         except TimeoutError:
             if not alive():
-                raise VmLost("the VM stopped during the run", started=state.started) from None
+                if seen_dead:
+                    raise VmLost("the VM stopped during the run", started=state.started) from None
+                seen_dead = True  # once more: lines it sent just before it ended are still read
             if not state.started and time.monotonic() - out.last_activity > 30:
                 raise VmLost("the VM did not start the run within 30 s", started=False) from None
             continue
