@@ -281,3 +281,23 @@ def test_a_link_planted_on_the_disk_is_moved_aside_never_followed(qproject: Qemu
     out = rec.stdout.decode().split()
     assert "LINK" not in out and out[0] == "example_agent.py" and "/etc/nanoclaw" not in out
     assert any("moved aside" in p and "/opt" in p for p in rec.problems), rec.problems
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="QEMU switches users only under a root CLI")
+def test_qemu_itself_runs_unprivileged_under_seccomp(qproject: QemuProject) -> None:
+    """A guest that escaped into QEMU would be a process of an unprivileged user (outside
+    the guests' id range, not virtiofsd's), under seccomp, that no other VM can trace."""
+    qproject.group("dev")
+    result, _ = qproject.command("dev", "true")
+    assert result.exit_code == 0, result.error_message()
+    pid = int((qproject.vm_folder("dev") / "qemu.pid").read_text())
+    status = dict(
+        line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    vm_ids = str(SANDBOX_UID + 65536)
+    assert status["Uid"].split() == [vm_ids] * 4 and status["Gid"].split() == [vm_ids] * 4
+    assert status["Groups"].strip() in ("", vm_ids)
+    assert status["Seccomp"].strip() == "2"
+    assert int(status["CapEff"], 16) == 0
+    # switching ids made it not dumpable: a process of the same user cannot trace it
+    assert Path(f"/proc/{pid}/environ").stat().st_uid == 0

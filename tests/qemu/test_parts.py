@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from nanoclaw_runtime_vibe.qemu import accel, channel, kernel, launch, runner
+from nanoclaw_runtime_vibe.qemu import accel, channel, confine, kernel, launch, runner
 from nanoclaw_runtime_vibe.qemu.virtiofs import Share
 
 import nanoclaw_runtimes_core as nc
@@ -28,7 +28,12 @@ def _plan(tmp_path: Path, **kw: object) -> launch.BootPlan:
         "qemu": "qemu",
         "daemon": "virtiofsd",
         "files": files,
-        "host": accel.HostInfo(accel="tcg", reason="test", tsc_khz=2_000_000),
+        "host": accel.HostInfo(
+            accel="tcg",
+            reason="test",
+            tsc_khz=2_000_000,
+            confinement=confine.Confinement(seccomp=True, drop_flag="-runas"),
+        ),
         "disk": tmp_path / "g,1.raw",
         "disk_lock": tmp_path / ".g.lock",
         "shares": (Share(tag="fs0", source=tmp_path, guest="/workspace/group", readonly=False),),
@@ -65,6 +70,42 @@ def test_command_line_has_no_network_no_defaults_and_the_console_last(tmp_path: 
         "-serial",
         "chardev:con",
     ]
+
+
+def test_a_root_cli_confines_qemu_or_refuses_to_boot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(confine.os, "geteuid", lambda: 0)
+    sandbox = nc.SandboxUser(uid=10**9, gid=10**9 + 7, source="NANOCLAW_SANDBOX_USER")
+
+    def argv_with(drop: str | None, seccomp: bool = True) -> list[str]:
+        host = accel.HostInfo(
+            accel="tcg",
+            reason="test",
+            tsc_khz=None,
+            confinement=confine.Confinement(seccomp=seccomp, drop_flag=drop),
+        )
+        return launch.qemu_argv(_plan(tmp_path, host=host, user=sandbox))
+
+    argv = argv_with("-runas")
+    assert argv[argv.index("-runas") + 1] == "1000065536:1000065543"
+    assert argv[argv.index("-sandbox") + 1] == confine.SECCOMP
+    argv = argv_with("-run-with", seccomp=False)
+    assert argv[argv.index("-run-with") + 1] == "user=1000065536:1000065543"
+    assert "-sandbox" not in argv
+    with pytest.raises(nc.EngineUnavailable, match="would run as root"):
+        argv_with(None)
+    # the invoking user (a non-root CLI) keeps its own ids
+    plain = launch.qemu_argv(_plan(tmp_path))
+    assert "-runas" not in plain and "-run-with" not in plain
+
+
+def test_confinement_probe_asks_the_binary(tmp_path: Path) -> None:
+    assert confine.probe("/bin/false") == confine.Confinement(seccomp=False, drop_flag=None)
+    assert confine.probe(str(tmp_path / "missing")).drop_flag is None
+    qemu = shutil.which("qemu-system-x86_64")
+    if qemu is not None:  # -runas uid:gid since QEMU 5.0, -run-with user= since 9.1
+        assert confine.probe(qemu).drop_flag in ("-runas", "-run-with")
 
 
 def test_network_means_user_mode_nat(tmp_path: Path) -> None:

@@ -1,10 +1,10 @@
 """Choosing KVM or TCG: a bounded test boot, its verdict cached per host boot.
 
 ``/dev/kvm`` may exist and still not boot guests (nested virtualisation that
-hangs): the only honest test is a real boot with a deadline. The verdict and
-the host's TSC frequency are cached in ``~/.cache/nanoclaw-runtimes/qemu-host.json``
-(``$XDG_CACHE_HOME``) and reused until the host reboots or the QEMU binary or
-guest kernel changes.
+hangs): the only honest test is a real boot with a deadline. The verdict, the
+host's TSC frequency and the QEMU binary's confinement flags (:mod:`.confine`) are
+cached in ``~/.cache/nanoclaw-runtimes/qemu-host.json`` (``$XDG_CACHE_HOME``) and
+reused until the host reboots or the QEMU binary or guest kernel changes.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from nanoclaw_runtimes_core.record import Record
 
+from . import confine
 from .kernel import BOOTED, KernelFiles
 from .tsc import measure_tsc_khz
 
@@ -28,11 +29,13 @@ PROBE_TIMEOUT_S = 8.0
 
 
 class HostInfo(Record):
-    """What this host's QEMU can do: the accelerator to use and why, and the TSC frequency."""
+    """What this host's QEMU can do: the accelerator to use and why, the TSC frequency, and
+    how QEMU confines itself."""
 
     accel: str
     reason: str
     tsc_khz: int | None
+    confinement: confine.Confinement
 
 
 def cache_file() -> Path:
@@ -119,16 +122,28 @@ def boot_within(argv: list[str], marker: str, timeout_s: float) -> tuple[bool, s
 def host_info(qemu: str, files: KernelFiles, requested: str) -> HostInfo:
     """The accelerator for ``requested`` (auto, kvm or tcg) and the TSC frequency, cached."""
     cache = cache_file()
-    key = {"boot_id": boot_id(), "qemu": qemu, "kernel": files.version}
+    key = {"boot_id": boot_id(), "qemu": qemu, "binary": _binary_id(qemu), "kernel": files.version}
     cached: dict = {}
     with contextlib.suppress(OSError, ValueError):
         cached = json.loads(cache.read_text())
     if cached.get("key") != key:
         cached = {"key": key}
-    if "tsc_khz" not in cached:
+    if "tsc_khz" not in cached or not isinstance(cached.get("confine"), dict):
         cached["tsc_khz"] = measure_tsc_khz()
+        found = confine.probe(qemu)
+        cached["confine"] = {"seccomp": found.seccomp, "drop_flag": found.drop_flag}
+        _write_json(cache, cached)
+    confinement = confine.Confinement(
+        seccomp=bool(cached["confine"].get("seccomp")),
+        drop_flag=cached["confine"].get("drop_flag"),
+    )
     if requested == "tcg":
-        return HostInfo(accel="tcg", reason="VIBE_QEMU_ACCEL=tcg", tsc_khz=cached["tsc_khz"])
+        return HostInfo(
+            accel="tcg",
+            reason="VIBE_QEMU_ACCEL=tcg",
+            tsc_khz=cached["tsc_khz"],
+            confinement=confinement,
+        )
     if "kvm" not in cached:
         why = kvm_usable()
         if why is None:
@@ -138,10 +153,24 @@ def host_info(qemu: str, files: KernelFiles, requested: str) -> HostInfo:
         _write_json(cache, cached)
     kvm = cached["kvm"]
     if requested == "kvm" or kvm["ok"]:
-        return HostInfo(accel="kvm", reason=kvm["reason"], tsc_khz=cached["tsc_khz"])
+        return HostInfo(
+            accel="kvm", reason=kvm["reason"], tsc_khz=cached["tsc_khz"], confinement=confinement
+        )
     return HostInfo(
-        accel="tcg", reason=f"KVM unusable: {kvm['reason']}; using TCG", tsc_khz=cached["tsc_khz"]
+        accel="tcg",
+        reason=f"KVM unusable: {kvm['reason']}; using TCG",
+        tsc_khz=cached["tsc_khz"],
+        confinement=confinement,
     )
+
+
+def _binary_id(path: str) -> list[int]:
+    """The QEMU binary's identity on disk: an upgrade in place changes it."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return []
+    return [st.st_ino, st.st_size, st.st_mtime_ns]
 
 
 def describe(requested: str) -> str:

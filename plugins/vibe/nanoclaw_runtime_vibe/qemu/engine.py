@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import nanoclaw_runtimes_core as nc
 
 from ..engines import BaseBuild, RunSpec, WarmVm
-from . import accel, kernel, launch, runner, virtiofs, vmstate
+from . import accel, confine, kernel, launch, runner, virtiofs, vmstate
 from .channel import Channel, ChannelClosed, open_folder, socket_path
 
 if TYPE_CHECKING:
@@ -188,13 +188,15 @@ class QemuEngine:
             if os.geteuid() != 0
             else "guest uids 0-65535 are the sandbox user's range on host files"
         )
+        confinement = confine.describe(confine.probe(qemu))
         return nc.EngineStatus(
             available=True,
             engine=self.name,
             version=version,
             detail=(
                 f"{qemu}; guest kernel {kversion} ({source}); virtiofsd {daemon} in a user "
-                f"namespace ({identity}); acceleration: {accel.describe(settings.qemu_accel)}; "
+                f"namespace ({identity}); QEMU: {confinement}; "
+                f"acceleration: {accel.describe(settings.qemu_accel)}; "
                 f"warm runs: {warm}"
             ),
             isolation=ISOLATION,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import nanoclaw_runtimes_core as nc
 
-from . import accel, kernel, virtiofs, vmstate
+from . import accel, confine, kernel, virtiofs, vmstate
 from .channel import PORTS, Channel, ChannelClosed, open_folder, socket_path
 from .virtiofs import Share
 
@@ -100,6 +100,7 @@ def qemu_argv(plan: BootPlan) -> list[str]:
         *("-global", "virtio-mmio.force-legacy=false"),
         *("-nodefaults", "-no-user-config", "-nographic", "-no-reboot"),
         *("-monitor", "none", "-pidfile", "qemu.pid"),
+        *confine.qemu_flags(plan.host.confinement, plan.user),
         *("-kernel", str(plan.files.kernel), "-initrd", str(plan.files.initrd)),
         *("-append", " ".join(append)),
         *("-drive", f"id=disk,file={qemu_path(plan.disk)},format=raw,if=none,{DRIVE_OPTS}"),
