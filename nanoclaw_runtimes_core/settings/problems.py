@@ -42,18 +42,24 @@ def raise_problems(*groups: Iterable[Problem | str]) -> None:
         raise ConfigError(lines)
 
 
-def suggest(word: str, candidates: Iterable[str]) -> str:
-    """``did you mean "x"?`` for the nearest candidate, else the list of known names."""
+def closest(word: str, candidates: Iterable[str]) -> str | None:
+    """The candidate ``word`` was most likely meant to be (a typo, or another case), if any."""
     import difflib
 
     known = sorted(set(candidates))
     close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
-    if not close:
-        lowered = {c.lower(): c for c in known}
-        if word.lower() in lowered:
-            close = [lowered[word.lower()]]
     if close:
-        return f'did you mean "{close[0]}"?'
+        return close[0]
+    lowered = {c.lower(): c for c in known}
+    return lowered.get(word.strip().lower())
+
+
+def suggest(word: str, candidates: Iterable[str]) -> str:
+    """``did you mean "x"?`` for the nearest candidate, else the list of known names."""
+    known = sorted(set(candidates))
+    close = closest(word, known)
+    if close is not None:
+        return f'did you mean "{close}"?'
     if not known:
         return "no keys are allowed here"
     return "known keys: " + ", ".join(known)

@@ -17,7 +17,7 @@ from typing import Any, Literal, Union
 
 from ..record import Field, Record, field_types, is_record
 from ..record import fields as record_fields
-from .problems import show, suggest
+from .problems import closest, show, suggest
 from .validators import split_words
 
 LARGEST_INT = 2**63 - 1
@@ -114,6 +114,18 @@ def type_word(t: Any) -> str:
     return getattr(t, "__name__", str(t))
 
 
+def not_a_choice(t: Any, value: Any) -> str:
+    """The problem with a value that is none of a ``Literal``'s choices, with the one it most
+    likely meant."""
+    message = f"expected {type_word(t)}, got {show(value)}"
+    if isinstance(value, str):
+        words = [c for c in _literal_choices(t) or () if isinstance(c, str)]
+        close = closest(value, words)
+        if close is not None:
+            message += f'; did you mean "{close}"?'
+    return message
+
+
 # --------------------------------------------------------------------------- JSON values
 
 
@@ -188,7 +200,7 @@ def _json(value: Any, t: Any, path: str, words: bool, issues: list[Issue]) -> An
         for choice in choices:
             if type(choice) is type(value) and choice == value:
                 return choice
-        issues.append((path, f"expected {type_word(t)}, got {show(value)}"))
+        issues.append((path, not_a_choice(t, value)))
         return None
     item = sequence_item(t)
     if item is not None:
@@ -280,7 +292,7 @@ def from_text(text: str, t: Any, *, words: bool = False) -> Any:
     if choices is not None:
         if stripped in choices:
             return stripped
-        raise ValueError(f"expected {type_word(t)}, got {show(text)}")
+        raise ValueError(not_a_choice(t, text))
     item = sequence_item(t)
     if item is not None:
         return tuple(from_text(part.strip(), item) for part in text.split(",") if part.strip())

@@ -223,6 +223,22 @@ def test_every_problem_of_every_source_is_reported_with_its_place() -> None:
     assert found.settings is not None and found.settings.cpus == 2  # the rest still resolves
 
 
+def test_a_mistyped_choice_names_the_one_it_most_likely_meant() -> None:
+    in_group = resolve(Sample, sources({"mode": "sfae"}))
+    assert [str(p) for p in in_group.problems] == [
+        'groups/dev/config.json: containerConfig.mode: expected one of "fast", "safe", got '
+        '"sfae"; did you mean "safe"?'
+    ]
+    in_env = resolve(Sample, sources(None, {"S_MODE": "FAST"}))
+    assert [str(p) for p in in_env.problems] == [
+        'environment: S_MODE: expected one of "fast", "safe", got "FAST"; did you mean "fast"?'
+    ]
+    unlike = resolve(Sample, sources({"mode": "xyz"}))
+    assert [str(p) for p in unlike.problems] == [
+        'groups/dev/config.json: containerConfig.mode: expected one of "fast", "safe", got "xyz"'
+    ]
+
+
 def test_validators_name_the_source_and_what_is_allowed() -> None:
     found = resolve(Sample, sources({"cpus": 0}))
     assert [str(p) for p in found.problems] == [
