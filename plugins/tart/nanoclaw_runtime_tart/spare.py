@@ -28,7 +28,7 @@ import nanoclaw_runtimes_core as nc
 
 from . import owners
 from .tartcli import Tart
-from .vm import Cleanup, VMSpec, acquire_slot, remove_vm
+from .vm import Cleanup, VMSpec, acquire_slot, remove_claimed, remove_vm
 
 if TYPE_CHECKING:
     from nanoclaw_runtimes_core.locks import SlotPool
@@ -75,15 +75,8 @@ def evict(
     for record in live_spares(records):
         if not which(record):
             continue
-        fd = records.claim(record.name, attempts=3)
-        if fd is None:
-            continue
-        try:
-            remove_vm(tart, record.name, stop_timeout_s=stop_timeout_s)
-            owners.remove_files(records.folder, record.name)
+        if remove_claimed(tart, records, record.name, stop_timeout_s=stop_timeout_s):
             removed.append(f"deleted the spare VM {record.name} (group {record.group})")
-        finally:
-            owners.release_fd(fd)
     return removed
 
 

@@ -13,7 +13,7 @@ from nanoclaw_runtimes_core.record import Record
 
 from . import owners
 from .tartcli import Tart, TartError, VMInfo
-from .vm import remove_vm
+from .vm import remove_claimed
 
 CLONE_GRACE_S = 3600.0
 """A record whose owner died while ``tart clone`` ran may still see the clone appear (a pull
@@ -56,18 +56,12 @@ def sweep(
                 continue
             owners.remove_files(records.folder, record.name)
             continue
-        # Take the claim lock while removing, so no run takes a spare being deleted.
-        fd = records.claim(record.name, attempts=3)
-        if fd is None:
-            continue
         try:
-            remove_vm(tart, record.name, stop_timeout_s=stop_timeout_s)
+            if not remove_claimed(tart, records, record.name, stop_timeout_s=stop_timeout_s):
+                continue
         except (TartError, subprocess.TimeoutExpired, OSError) as exc:
             problems.append(f"could not remove the leftover {what} {record.name}: {exc}")
             continue
-        finally:
-            owners.release_fd(fd)
-        owners.remove_files(records.folder, record.name)
         removed.append(
             f"removed the leftover {what} {record.name} (group {record.group or '-'}; its "
             f"owner, host pid {record.pid}, is gone)"

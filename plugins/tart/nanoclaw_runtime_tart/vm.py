@@ -189,6 +189,20 @@ def remove_vm(tart: Tart, name: str, *, stop_timeout_s: int, stop: bool = True) 
         time.sleep(0.25)
 
 
+def remove_claimed(tart: Tart, records: owners.Records, name: str, *, stop_timeout_s: int) -> bool:
+    """Stop and delete our VM ``name`` and its records while holding its claim lock, so no
+    run takes a spare being deleted. False when a run holds the claim (nothing is done)."""
+    fd = records.claim(name, attempts=3)
+    if fd is None:
+        return False
+    try:
+        remove_vm(tart, name, stop_timeout_s=stop_timeout_s)
+        owners.remove_files(records.folder, name)
+    finally:
+        owners.release_fd(fd)
+    return True
+
+
 class Cleanup:
     """Runs cleanup steps to the end despite interruptions; failures become notices."""
 
