@@ -96,6 +96,7 @@ if TYPE_CHECKING:
         setting,
         settings_class,
     )
+    from .tools import ToolResult, run_tool
 
 _EXPORTS: dict[str, str] = {
     "Runtimes": "dispatch",
@@ -147,6 +148,7 @@ _EXPORTS: dict[str, str] = {
     "Record": "record",
     "runs_dir": "runs",
     **dict.fromkeys(("SafeDir", "UnsafeEntry", "disk_usage", "remove_tree"), "safefs"),
+    **dict.fromkeys(("ToolResult", "run_tool"), "tools"),
     **dict.fromkeys(
         (
             "EXAMPLE_AGENT",

@@ -275,21 +275,12 @@ class VibeEngine:
                 detail=f"{settings.executable!r} not found on PATH",
                 fix=INSTALL_FIX,
             )
-        version = None
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            out = subprocess.run(
-                [exe, "--version"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-                stdin=subprocess.DEVNULL,
-                env=dict(nc.HOST_ENV),
-            ).stdout
-            lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
-            sha = next(
-                (ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Git SHA")), None
-            )
-            version = sha or (lines[0] if lines else None)
+        lines = [
+            ln.strip() for ln in nc.run_tool([exe, "--version"], timeout_s=5).stdout.splitlines()
+        ]
+        lines = [ln for ln in lines if ln]
+        sha = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Git SHA")), None)
+        version = sha or (lines[0] if lines else None)
         return nc.EngineStatus(
             available=True,
             engine="vibe",

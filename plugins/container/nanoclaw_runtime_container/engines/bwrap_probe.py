@@ -40,7 +40,7 @@ def _setpriv(uid: int, gid: int) -> list[str]:
 
 
 def _probe(bwrap: str, uid: int, gid: int) -> Probe:
-    from .cli import run_tool  # a probe runs once per boot: the cache answers every run
+    from nanoclaw_runtimes_core.tools import run_tool  # once per boot: the cache answers runs
 
     env = dict(nc.HOST_ENV)
     version_run = run_tool([bwrap, "--version"], timeout_s=PROBE_TIMEOUT_S, env=env)

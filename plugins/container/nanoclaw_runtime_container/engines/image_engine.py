@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any
 import nanoclaw_runtimes_core as nc
 
 from . import Leftover, probe_cache
-from .cli import ToolResult, run_tool
 
 if TYPE_CHECKING:
     from ..settings import ContainerSettings
@@ -317,11 +316,11 @@ class ImageEngine:
         *,
         timeout_s: float | None = None,
         env: Mapping[str, str] | None = None,
-    ) -> ToolResult:
+    ) -> nc.ToolResult:
         """A short tool command, bounded in time (default :data:`MANAGE_TIMEOUT_S`), in the
         tool's environment."""
         bound = MANAGE_TIMEOUT_S if timeout_s is None else timeout_s
-        return run_tool(argv, timeout_s=bound, env=env if env is not None else self.host_env())
+        return nc.run_tool(argv, timeout_s=bound, env=env if env is not None else self.host_env())
 
     # ------------------------------------------------------------------ one execution
 

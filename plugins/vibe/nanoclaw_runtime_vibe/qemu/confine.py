@@ -16,7 +16,6 @@ lacks fails while options are parsed) and cached with the accelerator's verdict.
 from __future__ import annotations
 
 import os
-import subprocess
 
 import nanoclaw_runtimes_core as nc
 from nanoclaw_runtimes_core.identity import GUEST_ID_RANGE
@@ -34,19 +33,7 @@ class Confinement(Record):
 
 
 def _accepts(qemu: str, *flag: str) -> bool:
-    try:
-        done = subprocess.run(
-            [qemu, *flag, "-version"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=dict(nc.HOST_ENV),
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
+    return nc.run_tool([qemu, *flag, "-version"], timeout_s=10).ok
 
 
 def probe(qemu: str) -> Confinement:

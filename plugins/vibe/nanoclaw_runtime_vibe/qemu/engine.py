@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -57,13 +56,8 @@ def find_qemu(settings: VibeSettings) -> str | None:
 
 def qemu_version(qemu: str) -> str | None:
     """QEMU's version (``qemu --version``, bounded), or None."""
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run(
-            [qemu, "--version"], capture_output=True, text=True, timeout=10, env=dict(nc.HOST_ENV)
-        )
-        first = out.stdout.splitlines()[0] if out.stdout else ""
-        return first.replace("QEMU emulator version ", "").strip() or None
-    return None
+    lines = nc.run_tool([qemu, "--version"], timeout_s=10).stdout.splitlines()
+    return (lines[0].replace("QEMU emulator version ", "").strip() or None) if lines else None
 
 
 def _hostname(group: str) -> str:

@@ -1,11 +1,13 @@
-"""Running an engine's short management commands (info, stop, ps, rm) with a time limit."""
+"""Short commands of host tools: a version query, a capability probe, an engine's management
+command (info, stop, ps, rm). Always bounded in time, stdin closed, output captured, with the
+fixed host environment unless told otherwise; never a shell."""
 
 from __future__ import annotations
 
 import subprocess
 from collections.abc import Mapping, Sequence
 
-from nanoclaw_runtimes_core.record import Record
+from .record import Record
 
 
 class ToolResult(Record):
@@ -31,14 +33,19 @@ class ToolResult(Record):
 def run_tool(
     argv: Sequence[str], *, timeout_s: float, env: Mapping[str, str] | None = None
 ) -> ToolResult:
-    """Run ``argv`` to completion without a shell, stdin closed, output captured."""
+    """Run ``argv`` to completion within ``timeout_s``; ``env`` defaults to
+    :data:`~nanoclaw_runtimes_core.HOST_ENV` (never this process's environment)."""
+    if env is None:
+        from .process import HOST_ENV
+
+        env = HOST_ENV
     try:
         proc = subprocess.run(
             list(argv),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=timeout_s,
-            env=dict(env) if env is not None else None,
+            env=dict(env),
             check=False,
         )
     except FileNotFoundError:
