@@ -46,7 +46,7 @@ def test_warm_then_cold_then_warm_across_a_reset(qproject: QemuProject) -> None:
     assert rebooted not in (None, booted)
     _fourth, rec4 = qproject.command("dev", "echo four")
     assert rec4.stdout == b"four\n"
-    assert pid_of(qproject, "dev") == rebooted
+    assert pid_of(qproject, "dev") == rebooted, (rec3.problems, rec4.problems)
 
 
 def test_idle_power_off_leaves_nothing_and_a_clean_disk(qproject: QemuProject) -> None:
