@@ -3,8 +3,9 @@
 - **seccomp** (``-sandbox on``) with obsolete system calls, spawning processes and changes
   of scheduling or resource limits denied;
 - **an unprivileged host user** when the CLI runs as root: QEMU opens what it needs (disk,
-  kernel, sockets, ``/dev/kvm``) as root, then switches to the *VM process user* before the
-  guest starts. That user is the sandbox user's ids plus 65536, outside the range guests map
+  kernel, sockets, ``/dev/kvm``) as root, then switches to the *VM process user* at the end of
+  its start-up, while the guest kernel is still booting: long before anything from the
+  group's disk runs. That user is the sandbox user's ids plus 65536, outside the range guests map
   to (so it owns none of the files a guest leaves), and not virtiofsd's user (so it cannot
   trace the share daemons). A process whose ids changed is not dumpable: one group's QEMU
   cannot trace another's either.
@@ -77,7 +78,7 @@ def describe(confinement: Confinement) -> str:
     parts = ["seccomp" if confinement.seccomp else "no seccomp (this QEMU was built without it)"]
     if os.geteuid() == 0:
         parts.append(
-            "switches to the sandbox user's ids + 65536 before the guest starts"
+            "switches to the sandbox user's ids + 65536 as it starts"
             if confinement.drop_flag
             else "cannot switch from root (no -runas): VMs are refused as root"
         )
