@@ -305,6 +305,35 @@ def test_a_boot_that_fails_says_why_and_leaves_nothing(qproject: QemuProject) ->
     assert vm_processes(str(qproject.images)) == []
 
 
+def test_a_boot_that_hangs_is_killed_and_tried_once_more(
+    qproject: QemuProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rare TCG boot hang must not fail the run: the hung VM is killed, nothing of it is
+    left, a second boot serves the run, and the run says so. (The hang is a real boot given
+    too little time.)"""
+    from nanoclaw_runtime_vibe.qemu import launch
+
+    real_boot = launch.boot
+    boots: list[float] = []
+
+    def hang_first(plan: launch.BootPlan, folder):  # type: ignore[no-untyped-def]
+        boots.append(plan.boot_timeout_s)
+        if len(boots) == 1:
+            return real_boot(plan.replace(boot_timeout_s=0.2), folder)
+        return real_boot(plan, folder)
+
+    monkeypatch.setattr(launch, "boot", hang_first)
+    qproject.group("dev")
+    result, rec = qproject.command("dev", "echo served")
+    assert result.exit_code == 0 and rec.stdout == b"served\n", result.error_message()
+    assert len(boots) == 2
+    retried = [p for p in rec.problems if "booting it once more" in p]
+    assert len(retried) == 1 and "did not finish booting within 0 s" in retried[0], rec.problems
+    assert "console:" not in retried[0]  # the reason, not the whole console
+    qemus = [p for p in vm_processes(str(qproject.images)) if "qemu-system" in p.split()[0]]
+    assert len(qemus) == 1  # the second VM only: the hung one was killed
+
+
 def test_the_disk_is_locked_for_the_vms_whole_life(qproject: QemuProject) -> None:
     import fcntl
 

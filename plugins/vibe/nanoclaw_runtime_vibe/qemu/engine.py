@@ -205,7 +205,7 @@ class QemuEngine:
         request = build_request(spec)
         folder = vmstate.folder_of(spec.project, spec.group.folder)
         for attempt in range(2):
-            vm = self._warm(folder, spec, sink) or self._cold(folder, spec, settings)
+            vm = self._warm(folder, spec, sink) or self._cold(folder, spec, settings, sink)
             try:
                 result = runner.execute(
                     vm.channel, request, sink, alive=lambda: vmstate.alive(folder)
@@ -313,8 +313,10 @@ class QemuEngine:
                 console = launch.Console(sock, True)
         return _Vm(folder=folder, folder_fd=fd, channel=channel, console=console)
 
-    def _cold(self, folder: Path, spec: RunSpec, settings: VibeSettings) -> _Vm:
-        """Boot a fresh VM for the group."""
+    def _cold(
+        self, folder: Path, spec: RunSpec, settings: VibeSettings, sink: nc.OutputSink
+    ) -> _Vm:
+        """Boot a fresh VM for the group; a boot that hangs is killed and tried once more."""
         from .. import images
 
         qemu = find_qemu(settings)
@@ -352,7 +354,13 @@ class QemuEngine:
             boot_timeout_s=float(settings.qemu_boot_timeout or default),
             debug=spec.debug,
         )
-        booted = launch.boot(plan, folder)
+        try:
+            booted = launch.boot(plan, folder)
+        except launch.BootTimedOut as exc:
+            sink.on_problem(f"{exc.what}; booting it once more")
+            if folder.exists():
+                vmstate.kill(folder)
+            booted = launch.boot(plan, folder)
         return _Vm(
             folder=folder,
             folder_fd=booted.folder_fd,

@@ -50,7 +50,15 @@ MAX_SHARES = 20
 
 
 class BootFailed(nc.EngineUnavailable):
-    """The VM did not boot; the message has the console's tail."""
+    """The VM did not boot; the message has the console's tail, ``what`` the reason alone."""
+
+    def __init__(self, message: str, what: str = "") -> None:
+        super().__init__(message)
+        self.what = what or message
+
+
+class BootTimedOut(BootFailed):
+    """The VM started but did not finish booting in time (rare TCG boot hangs are this)."""
 
 
 class BootPlan(nc.Record):
@@ -256,6 +264,7 @@ def _connect(plan: BootPlan, folder: Path, started: float) -> Booted:
                 plan, folder, console,
                 f"the VM did not finish booting within {plan.boot_timeout_s:.0f} s "
                 f"({plan.host.accel.upper()}) and was killed",
+                timed_out=True,
             ) from None  # fmt: skip
         except ChannelClosed:
             raise _boot_failed(plan, folder, console, "the VM stopped while booting") from None
@@ -278,18 +287,21 @@ def _connect(plan: BootPlan, folder: Path, started: float) -> Booted:
     )
 
 
-def _boot_failed(plan: BootPlan, folder: Path, console: Console | None, what: str) -> BootFailed:
+def _boot_failed(
+    plan: BootPlan, folder: Path, console: Console | None, what: str, *, timed_out: bool = False
+) -> BootFailed:
     tail = console.text() if console is not None else ""
+    message = what
     with contextlib.suppress(OSError):
         log = (folder / "qemu.log").read_bytes()[-800:].decode("utf-8", errors="replace").strip()
         if log:
-            what += f"; qemu: {log}"
-    what += (
+            message += f"; qemu: {log}"
+    message += (
         f"; console: {tail}"
         if tail
         else "; no console output (VIBE_DEBUG=1 shows the kernel's messages)"
     )
-    return BootFailed(what)
+    return (BootTimedOut if timed_out else BootFailed)(message, what)
 
 
 def shares_of(mounts: Sequence[nc.Mount]) -> tuple[Share, ...]:
