@@ -117,21 +117,20 @@ def stop(words: Sequence[str], *, dialect: str) -> int:
     parsed = parse(words, STOP_FLAGS, command="stop")
     default = APPLE_GRACE_S if dialect == "apple" else DOCKER_GRACE_S
     grace = _seconds(parsed.value("time"), default)
-    status = 0
-    for name in _names(parsed.positionals, "stop"):
-        if _end(name, grace, dialect=dialect):
-            print(name, flush=True)
-        else:
-            status = 1
-    return status
+    return _end_all(_names(parsed.positionals, "stop"), grace, dialect=dialect)
 
 
 def kill(words: Sequence[str], *, dialect: str) -> int:
     """``kill NAME...``: a stop with no grace."""
     parsed = parse(words, KILL_FLAGS, command="kill")
+    return _end_all(_names(parsed.positionals, "kill"), 0.0, dialect=dialect)
+
+
+def _end_all(names: Sequence[str], grace: float, *, dialect: str) -> int:
+    """End each run, printing the names ended; 1 if one was not found."""
     status = 0
-    for name in _names(parsed.positionals, "kill"):
-        if _end(name, 0.0, dialect=dialect):
+    for name in names:
+        if _end(name, grace, dialect=dialect):
             print(name, flush=True)
         else:
             status = 1
