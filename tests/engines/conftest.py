@@ -102,18 +102,6 @@ def need(real_engines: dict[str, str], engine: str) -> None:
         pytest.skip(message)
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Probe answers go to a cache of the test session, not the user's."""
-    old = os.environ.get("XDG_CACHE_HOME")
-    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
-    yield
-    if old is None:
-        os.environ.pop("XDG_CACHE_HOME", None)
-    else:
-        os.environ["XDG_CACHE_HOME"] = old
-
-
 @pytest.fixture(params=["docker", "podman"])
 def engine(request: pytest.FixtureRequest, real_engines: dict[str, str]) -> str:
     """Each real engine in turn."""
