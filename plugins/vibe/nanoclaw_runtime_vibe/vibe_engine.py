@@ -681,6 +681,7 @@ class VibeEngine:
         status: int | None = None
         error: str | None = None
         next_check = 0.0
+        seen_dead = False
         poll = POLL_MIN_S
         try:
             while True:
@@ -711,8 +712,9 @@ class VibeEngine:
                     next_check = now + 0.25
                     console.pump()
                     if not vm.alive():
-                        if vm.share.exists("out", name, "status"):
-                            continue  # the run ended just before the guest powered off
+                        if not seen_dead:  # once more: a status written just before it ended
+                            seen_dead = True
+                            continue
                         pump()
                         error = vm_failure(vm.exit_info(), what="the vibe VM") + " during the run"
                         break
