@@ -120,7 +120,8 @@ def boot_within(argv: list[str], marker: str, timeout_s: float) -> tuple[bool, s
 
 
 def host_info(qemu: str, files: KernelFiles, requested: str) -> HostInfo:
-    """The accelerator for ``requested`` (auto, kvm or tcg) and the TSC frequency, cached."""
+    """The accelerator for ``requested`` (auto, kvm or tcg), the TSC frequency and QEMU's
+    confinement flags; each measured once and cached."""
     cache = cache_file()
     key = {"boot_id": boot_id(), "qemu": qemu, "binary": _binary_id(qemu), "kernel": files.version}
     cached: dict = {}
@@ -128,39 +129,41 @@ def host_info(qemu: str, files: KernelFiles, requested: str) -> HostInfo:
         cached = json.loads(cache.read_text())
     if cached.get("key") != key:
         cached = {"key": key}
-    if "tsc_khz" not in cached or not isinstance(cached.get("confine"), dict):
+    missing = {"tsc_khz", "confine"} - set(cached)
+    if "tsc_khz" in missing:
         cached["tsc_khz"] = measure_tsc_khz()
+    if "confine" in missing:
         found = confine.probe(qemu)
         cached["confine"] = {"seccomp": found.seccomp, "drop_flag": found.drop_flag}
-        _write_json(cache, cached)
-    confinement = confine.Confinement(
-        seccomp=bool(cached["confine"].get("seccomp")),
-        drop_flag=cached["confine"].get("drop_flag"),
-    )
     if requested == "tcg":
-        return HostInfo(
-            accel="tcg",
-            reason="VIBE_QEMU_ACCEL=tcg",
-            tsc_khz=cached["tsc_khz"],
-            confinement=confinement,
-        )
-    if "kvm" not in cached:
-        why = kvm_usable()
-        if why is None:
-            ok, _tail = boot_within(probe_argv(qemu, files), BOOTED, PROBE_TIMEOUT_S)
-            why = None if ok else f"a test boot with KVM did not finish in {PROBE_TIMEOUT_S:.0f} s"
-        cached["kvm"] = {"ok": why is None, "reason": why or "a test boot with KVM worked"}
+        accel, reason = "tcg", "VIBE_QEMU_ACCEL=tcg"
+    else:
+        if "kvm" not in cached:
+            missing.add("kvm")
+            why = kvm_usable()
+            if why is None:
+                ok, _tail = boot_within(probe_argv(qemu, files), BOOTED, PROBE_TIMEOUT_S)
+                why = (
+                    None
+                    if ok
+                    else f"a test boot with KVM did not finish in {PROBE_TIMEOUT_S:.0f} s"
+                )
+            cached["kvm"] = {"ok": why is None, "reason": why or "a test boot with KVM worked"}
+        kvm = cached["kvm"]
+        if requested == "kvm" or kvm["ok"]:
+            accel, reason = "kvm", kvm["reason"]
+        else:
+            accel, reason = "tcg", f"KVM unusable: {kvm['reason']}; using TCG"
+    if missing:
         _write_json(cache, cached)
-    kvm = cached["kvm"]
-    if requested == "kvm" or kvm["ok"]:
-        return HostInfo(
-            accel="kvm", reason=kvm["reason"], tsc_khz=cached["tsc_khz"], confinement=confinement
-        )
+    flags = cached["confine"] if isinstance(cached["confine"], dict) else {}
     return HostInfo(
-        accel="tcg",
-        reason=f"KVM unusable: {kvm['reason']}; using TCG",
+        accel=accel,
+        reason=reason,
         tsc_khz=cached["tsc_khz"],
-        confinement=confinement,
+        confinement=confine.Confinement(
+            seccomp=bool(flags.get("seccomp")), drop_flag=flags.get("drop_flag")
+        ),
     )
 
 
