@@ -10,7 +10,9 @@ message. In one run, interleaved (a change of load hits every case alike), this 
   (``{"containerConfig": {"runtime": "container", "engine": "bubblewrap"}}``);
 - ``nanoclaw-runtimes run auto -- true``: a group that names neither (auto-detected);
 - ``nanoclaw-runtimes run dev``: one ContainerInput answered by the example agent, the path
-  of a real chat message (the agent is a second Python started inside the sandbox).
+  of a real chat message (the agent is a second Python started inside the sandbox);
+- the two ``dev`` runs again with ``NANOCLAW_RESIDENT`` set: the launcher hands them to a
+  resident helper (started by the warm-up runs, stopped at the end).
 
 It prints median, mean and p90 in milliseconds and each median's ratio to ``python -c pass``
 and to bare bwrap; with ``--icount`` also the instructions each process executes (valgrind's
@@ -101,30 +103,39 @@ def main() -> None:
         sys.exit("needs nanoclaw-runtimes beside this Python (or on PATH) and bwrap on PATH")
     top = Path(tempfile.mkdtemp(prefix="nanoclaw-startup-"))
     top.chmod(0o755)  # run as root, the sandbox user must reach the project
+    runs = top / "runs"
     try:
         root = project(top)
         env = environment(top)
         ours = [cli, "--root", str(root), "run"]
-        cases: dict[str, tuple[list[str], bytes | None]] = {
-            "python -c pass": ([sys.executable, "-c", "pass"], None),
-            "bwrap --ro-bind / / true": ([bwrap, "--ro-bind", "/", "/", "true"], None),
-            "run dev -- true (engine named)": ([*ours, "dev", "--", "true"], None),
-            "run auto -- true (auto-detected)": ([*ours, "auto", "--", "true"], None),
-            "run dev (one ContainerInput)": ([*ours, "dev"], INPUT),
+        resident = {**env, "NANOCLAW_RESIDENT": "600000", "NANOCLAW_RUNS_DIR": str(runs)}
+        cases: dict[str, tuple[list[str], bytes | None, dict[str, str]]] = {
+            "python -c pass": ([sys.executable, "-c", "pass"], None, env),
+            "bwrap --ro-bind / / true": ([bwrap, "--ro-bind", "/", "/", "true"], None, env),
+            "run dev -- true (engine named)": ([*ours, "dev", "--", "true"], None, env),
+            "run auto -- true (auto-detected)": ([*ours, "auto", "--", "true"], None, env),
+            "run dev (one ContainerInput)": ([*ours, "dev"], INPUT, env),
+            "run dev -- true, resident helper": ([*ours, "dev", "--", "true"], None, resident),
+            "run dev (ContainerInput), resident": ([*ours, "dev"], INPUT, resident),
         }
-        for argv, stdin in cases.values():  # warm up: caches, byte code, the group folders
+        for argv, stdin, environ in cases.values():  # warm up: caches, byte code, the helper
             for _ in range(3):
-                run_once(argv, env, stdin)
+                run_once(argv, environ, stdin)
+                time.sleep(0.05)  # the first resident run starts the helper for the next
         samples: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(args.runs):
-            for name, (argv, stdin) in cases.items():
-                samples[name].append(run_once(argv, env, stdin))
+            for name, (argv, stdin, environ) in cases.items():
+                samples[name].append(run_once(argv, environ, stdin))
         counts = {
-            name: icount(argv, env, stdin) if args.icount else None
-            for name, (argv, stdin) in cases.items()
+            name: icount(argv, environ, stdin) if args.icount else None
+            for name, (argv, stdin, environ) in cases.items()
             if not name.startswith("bwrap")
         }
     finally:
+        from nanoclaw_runtimes_core.resident import control
+
+        if runs.is_dir():
+            control.stop(runs)
         shutil.rmtree(top, ignore_errors=True)
     medians = {name: statistics.median(values) for name, values in samples.items()}
     floor, bare = medians["python -c pass"], medians["bwrap --ro-bind / / true"]

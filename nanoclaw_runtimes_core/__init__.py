@@ -24,10 +24,10 @@ but the standard library, and a run imports only what it uses.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False  # not typing's: importing typing costs a launch more than all of this
 if TYPE_CHECKING:
+    from typing import Any
+
     from .dispatch import Runtimes
     from .errors import (
         ConfigError,
@@ -192,7 +192,9 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
 

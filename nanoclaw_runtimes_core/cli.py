@@ -96,6 +96,14 @@ def _add_stop(sub: Any) -> None:
     )
 
 
+def _add_resident(sub: Any) -> None:
+    resident = sub.add_parser(
+        "resident", help="this user's resident helpers (NANOCLAW_RESIDENT); --stop them"
+    )
+    resident.add_argument("--stop", action="store_true", help="stop them (runs in progress end)")
+    resident.add_argument("--json", action="store_true")
+
+
 def _add_plugins(sub: Any) -> None:
     plugins = sub.add_parser("plugins", help="installed runtimes, their engines and settings")
     plugins.add_argument("--json", action="store_true")
@@ -124,6 +132,7 @@ SUBCOMMANDS = {
     "warm": _add_warm,
     "ps": _add_ps,
     "stop": _add_stop,
+    "resident": _add_resident,
     "plugins": _add_plugins,
     "config": _add_config,
     "doctor": _add_doctor,
@@ -483,6 +492,25 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return ExitStatus.OK
 
 
+def cmd_resident(args: argparse.Namespace) -> int:
+    import time
+
+    from .resident import control
+
+    found = control.stop() if args.stop else control.helpers()
+    if args.json:
+        print(json.dumps([{**h.__dict__, "socket": str(h.socket)} for h in found], indent=2))
+        return ExitStatus.OK
+    verb = "stopped" if args.stop else "serving"
+    for h in found:
+        memory = f", {h.rss_mb:.0f} MB" if h.rss_mb is not None else ""
+        age = time.time() - h.started
+        print(f"pid {h.pid}  {verb} {h.socket}  (up {age:.0f} s{memory})")
+    if not found:
+        print("no resident helper is running")
+    return ExitStatus.OK
+
+
 def _plugin_rows(rt: Runtimes) -> list[dict[str, Any]]:
     from .settings.fields import fields_of
 
@@ -598,7 +626,7 @@ COMMANDS = {
     "config": cmd_config,
     "doctor": cmd_doctor,
 }
-NO_PROJECT_COMMANDS = {"ps": cmd_ps, "stop": cmd_stop}
+NO_PROJECT_COMMANDS = {"ps": cmd_ps, "stop": cmd_stop, "resident": cmd_resident}
 
 
 def _terminate(signum: int, frame: Any) -> None:

@@ -17,12 +17,12 @@ import errno
 import json
 import os
 import signal
-import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import UserError
+from .hostdirs import NotPrivate, runs_folder
 from .locks import OwnerLock, owner_alive
 from .record import Record
 from .safefs import remove_tree
@@ -32,35 +32,12 @@ RECORD = "run.json"
 STOP_REQUEST = "stop.json"
 
 
-RUNS_DIR_ENV = "NANOCLAW_RUNS_DIR"
-"""Another runs folder (a test's own, so its ``ps`` and ``stop`` see only its runs)."""
-
-
 def runs_dir() -> Path:
-    """This user's runs folder, created (0700) and checked: ours, a real folder, private."""
-    uid = os.getuid()
-    candidates = []
-    override = os.environ.get(RUNS_DIR_ENV)
-    if override:
-        candidates.append(Path(override))
-    if uid == 0 and os.access("/run", os.W_OK):
-        candidates.append(Path("/run/nanoclaw-runtimes"))
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and Path(runtime).is_dir():
-        candidates.append(Path(runtime) / "nanoclaw-runtimes")
-    candidates.append(Path(os.environ.get("TMPDIR") or "/tmp") / f"nanoclaw-runtimes-{uid}")
-    path = candidates[0]
-    with contextlib.suppress(FileExistsError):
-        path.mkdir(mode=0o700)
-    st = os.lstat(path)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid:
-        raise UserError(
-            f"{path} is not a folder of this user (a link, a file or someone else's); "
-            "remove it so nanoclaw-runtimes can make its runs folder"
-        )
-    if st.st_mode & 0o077:
-        os.chmod(path, 0o700)
-    return path
+    """This user's runs folder, created (0700) and checked (see :func:`.hostdirs.runs_folder`)."""
+    try:
+        return Path(runs_folder())
+    except NotPrivate as exc:
+        raise UserError(str(exc)) from None
 
 
 class RunRecord(Record):

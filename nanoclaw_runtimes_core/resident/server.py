@@ -1,0 +1,409 @@
+"""The resident helper's process (see :mod:`nanoclaw_runtimes_core.resident`).
+
+``python -c BOOT <socket> <idle ms>``, started by a launcher. One helper per socket (a lock
+next to it); it has no threads, so forking a worker per request is safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib
+import os
+import pkgutil
+import select
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+
+from . import wire
+
+SKIPPED = ("testing", "__main__", "example_agent")
+"""Modules a helper does not load ahead: the test kit and what runs inside sandboxes."""
+RECEIVE_TIMEOUT_S = 10.0
+
+
+def log(message: str) -> None:
+    sys.stderr.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} [{os.getpid()}] {message}\n")
+    sys.stderr.flush()
+
+
+# ----------------------------------------------------------------------------- what it loads
+
+
+def preload() -> int:
+    """Import the CLI, the core and every installed runtime's package; returns the number of
+    modules loaded. Nothing is run: a worker starts as a fresh process would, minus imports."""
+    from .. import cli, docker_cli  # noqa: F401
+    from ..entrypoints import runtime_entry_points
+
+    packages = {"nanoclaw_runtimes_core"}
+    for ep in runtime_entry_points():
+        packages.add(ep.value.partition(":")[0].strip().split(".")[0])
+    for name in sorted(packages):
+        _import_tree(name)
+    return len(sys.modules)
+
+
+def _import_tree(name: str) -> None:
+    try:
+        package = importlib.import_module(name)
+    except Exception as exc:
+        log(f"not preloaded: {name}: {exc}")
+        return
+    for info in pkgutil.walk_packages(getattr(package, "__path__", []), f"{name}.", onerror=log):
+        if any(part in SKIPPED for part in info.name.split(".")):
+            continue
+        try:
+            importlib.import_module(info.name)
+        except Exception as exc:
+            log(f"not preloaded: {info.name}: {exc}")
+
+
+class Snapshot:
+    """The files the helper imported and the folders of its import path, as they were: a
+    change (an upgrade, an edit, a distribution installed or removed) makes the helper stale."""
+
+    def __init__(self) -> None:
+        files: list[str] = [getattr(m, "__file__", None) or "" for m in list(sys.modules.values())]
+        self.stamps = {p: _stamp(p) for p in {*files, *sys.path} if p}
+
+    def changed(self) -> str | None:
+        for path, stamp in self.stamps.items():
+            if _stamp(path) != stamp:
+                return path
+        return None
+
+
+def _stamp(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+# ----------------------------------------------------------------------------- the helper
+
+
+class Helper:
+    def __init__(self, path: str, idle_ms: int) -> None:
+        self.path, self.idle_s = path, idle_ms / 1000
+        self.workers: dict[int, socket.socket] = {}
+        self.last_activity = time.monotonic()
+        self.stopping = False
+        self.snapshot: Snapshot | None = None
+        self.listener: socket.socket | None = None
+        self.lock_fd = -1
+        self.bound = 0
+        self.wake_r, self.wake_w = os.pipe()
+
+    def start(self) -> bool:
+        """Take the helper's lock (False: another helper has it), load, listen."""
+        self.lock_fd = os.open(
+            self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+        try:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        os.ftruncate(self.lock_fd, 0)
+        os.write(self.lock_fd, f"{os.getpid()}\n".encode())
+        loaded = preload()
+        self.snapshot = Snapshot()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        previous = os.umask(0o177)
+        try:
+            listener.bind(self.path)
+        finally:
+            os.umask(previous)
+        self.bound = os.stat(self.path).st_ino
+        listener.listen(64)
+        self.listener = listener
+        for fd in (self.wake_r, self.wake_w):
+            os.set_blocking(fd, False)
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        log(f"serving {self.path} ({loaded} modules loaded, idle {self.idle_s:g} s)")
+        return True
+
+    def _stop(self, *_: object) -> None:
+        self.stopping = True
+
+    def serve(self) -> None:
+        assert self.listener is not None
+        while not self.stopping:
+            self._reap()
+            timeout = None
+            if not self.workers:
+                timeout = self.last_activity + self.idle_s - time.monotonic()
+                if timeout <= 0:
+                    log("idle; exiting")
+                    break
+            try:
+                ready, _, _ = select.select([self.listener.fileno(), self.wake_r], [], [], timeout)
+            except InterruptedError:
+                continue
+            with contextlib.suppress(BlockingIOError):
+                os.read(self.wake_r, 512)
+            if self.listener.fileno() in ready:
+                with contextlib.suppress(OSError):
+                    conn, _ = self.listener.accept()
+                    self._take(conn)
+        self._unlisten()
+
+    def _unlisten(self) -> None:
+        """Stop taking runs: the socket goes (if it is still ours), then the lock."""
+        if self.listener is not None:
+            with contextlib.suppress(OSError):
+                if os.stat(self.path).st_ino == self.bound:  # not a newer helper's
+                    os.unlink(self.path)
+            self.listener.close()
+            self.listener = None
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)
+            self.lock_fd = -1
+
+    def _take(self, conn: socket.socket) -> None:
+        self.last_activity = time.monotonic()
+        if not _same_user(conn):
+            log("refused a connection from another user")
+            conn.close()
+            return
+        assert self.snapshot is not None
+        stale = self.snapshot.changed()
+        if stale is not None:
+            log(f"stale ({stale} changed); exiting")
+            with contextlib.suppress(OSError):
+                wire.send_line(conn, "R")
+            conn.close()
+            self.stopping = True
+            self._unlisten()  # the next launcher starts a fresh helper at once
+            return
+        pid = os.fork()
+        if pid == 0:
+            keep = conn.fileno()
+            for fd in (self.wake_r, self.wake_w, self.lock_fd):
+                if fd >= 0 and fd != keep:
+                    os.close(fd)
+            if self.listener is not None:
+                self.listener.close()
+            work(conn)  # never returns
+        self.workers[pid] = conn
+
+    def _reap(self) -> None:
+        while self.workers:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            conn = self.workers.pop(pid, None)
+            self.last_activity = time.monotonic()
+            if conn is None:
+                continue
+            # The worker said X<status> itself unless it died; the launcher takes the first.
+            if os.WIFSIGNALED(status):
+                line = f"K{os.WTERMSIG(status)}"
+            else:
+                line = f"X{os.waitstatus_to_exitcode(status)}"
+            with contextlib.suppress(OSError):
+                wire.send_line(conn, line)
+            conn.close()
+
+
+def _same_user(conn: socket.socket) -> bool:
+    """The caller runs as this helper's user (the folder is private too; this is the check)."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return True  # no peer credentials here: the 0700 runs folder is the only way in
+    raw = conn.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", raw)
+    return bool(uid == os.getuid())
+
+
+# ----------------------------------------------------------------------------- a worker
+
+
+def work(conn: socket.socket) -> None:
+    """In the forked worker: take the caller's request and run it; never returns."""
+    status = 1
+    started = False
+    try:
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.setsid()
+        request = _receive(conn)
+        if request is None:
+            wire.send_line(conn, "R")
+            return
+        os.chdir(request.cwd)
+        os.umask(request.umask)
+        os.environ.clear()
+        os.environ.update(request.environ)
+        sys.argv = request.argv
+        sys.path[0] = request.first_path  # later imports look where the caller's would
+        _reopen_std_streams()
+        wire.send_line(conn, f"A{os.getpid()}")
+        started = True
+        relay = Relay(conn)
+        relay.start()
+        status = _run(request.entry)
+        _finish()
+        relay.finished = True
+        wire.send_line(conn, f"X{status}")
+    except BaseException as exc:  # a worker always ends below, whatever happened
+        with contextlib.suppress(BaseException):
+            if not started:
+                wire.send_line(conn, "R")
+            log(f"worker failed: {type(exc).__name__}: {exc}")
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(status)
+
+
+def _receive(conn: socket.socket) -> wire.Request | None:
+    """The request and its three descriptors, placed on 0, 1 and 2; None if malformed."""
+    conn.settimeout(RECEIVE_TIMEOUT_S)
+    flags = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
+    head, ancillary, _, _ = conn.recvmsg(4, socket.CMSG_SPACE(3 * 4), flags)
+    fds: list[int] = []
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds += [int.from_bytes(data[i : i + 4], sys.byteorder) for i in range(0, len(data), 4)]
+    try:
+        if len(head) != 4 or len(fds) != 3:
+            return None
+        size = int.from_bytes(head, "big")
+        if size > wire.MAX_REQUEST:
+            return None
+        chunks: list[bytes] = []
+        while size:
+            chunk = conn.recv(min(size, 65536))
+            if not chunk:
+                return None
+            chunks.append(chunk)
+            size -= len(chunk)
+        try:
+            request = wire.Request(b"".join(chunks))
+        except wire.BadRequest as exc:
+            log(f"refused a request: {exc}")
+            return None
+        if request.ident != wire.identity(sys.path[1:]):
+            return None
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+        return request
+    finally:
+        for fd in fds:
+            os.close(fd)
+        conn.settimeout(None)
+
+
+def _reopen_std_streams() -> None:
+    """Text streams over the caller's descriptors, as its own Python would have made them."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        old = getattr(sys, name)
+        stream = open(  # noqa: SIM115 (they live as long as the worker)
+            fd,
+            "r" if fd == 0 else "w",
+            buffering=1 if fd == 2 or (fd == 1 and os.isatty(1)) else -1,
+            closefd=False,
+            encoding=old.encoding,
+            errors=old.errors,
+        )
+        setattr(sys, name, stream)
+
+
+def _run(entry: str) -> int:
+    """The command's exit status, as its console script would have ended."""
+    if entry == "docker":
+        from ..docker_cli import main
+    else:
+        from ..cli import main
+    code: object
+    try:
+        code = main()
+    except SystemExit as exc:
+        code = exc.code
+    except KeyboardInterrupt:
+        return 130
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        return 1
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    sys.stderr.write(f"{code}\n")
+    return 1
+
+
+def _finish() -> None:
+    """What an interpreter does before it exits: wait for its other threads, run atexit."""
+    import atexit
+
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+
+
+class Relay(threading.Thread):
+    """Turns the launcher's ``S<signal>`` lines into signals for the run; the launcher's end
+    (it died) into one SIGTERM, so the run is stopped and cleaned up."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        super().__init__(daemon=True, name="resident-relay")
+        self.reader = wire.LineReader(conn)
+        self.finished = False
+        self.terminated = False
+        self.main = threading.main_thread().ident or 0
+
+    def run(self) -> None:
+        while True:
+            try:
+                line = self.reader.next()
+            except OSError:
+                line = None
+            if line is None:
+                if not self.finished and not self.terminated:
+                    self._signal(signal.SIGTERM)
+                return
+            if line.startswith("S") and line[1:].isdigit():
+                sig = int(line[1:])
+                if sig == signal.SIGHUP:
+                    sig = signal.SIGTERM
+                if sig in (signal.SIGINT, signal.SIGTERM):
+                    self._signal(sig)
+
+    def _signal(self, sig: int) -> None:
+        if sig == signal.SIGTERM:
+            self.terminated = True
+        with contextlib.suppress(OSError):
+            signal.pthread_kill(self.main, sig)
+
+
+def main() -> None:
+    path, idle = sys.argv[1], int(sys.argv[2])
+    if wire.socket_path(os.path.dirname(path), wire.identity(sys.path[1:])) != path:
+        log("this interpreter is not the one the socket is named for; exiting")
+        return
+    helper = Helper(path, idle)
+    if helper.start():
+        helper.serve()
