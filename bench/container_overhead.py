@@ -8,13 +8,16 @@ For each engine usable here, in one run, interleaved (so a change of load hits b
   file instead of a pipe);
 - agent: one ContainerInput through ``nanoclaw-runtimes run GROUP`` (the sample agent image's
   example agent) against the same bare command fed the same input;
+- resident: the same two CLI runs with ``NANOCLAW_RESIDENT`` set, handed to a resident
+  helper (which the warm-up starts and the end stops);
 - in process: ``Runtimes.execute`` of ``true`` in this process (no interpreter start-up, no
   imports), the share a host embedding the core pays;
 - the floor: ``python3 -c pass`` and ``nanoclaw-runtimes --help`` (interpreter start-up and
   the CLI's imports), which every CLI run pays whatever the engine.
 
 It prints median and p90 of each in milliseconds, the difference and ratio to the bare
-engine, and whether the goal is met: the CLI adds at most 60 ms to the bare engine.
+engine, and whether the goal is met (the CLI adds at most 60 ms to the bare engine), without
+and with the helper.
 
     python3 bench/container_overhead.py [--runs 15] [--engines docker,podman,bubblewrap]
 
@@ -91,6 +94,8 @@ class Bench:
             NANOCLAW_RUNTIMES_LOAD="container",
             NANOCLAW_MOUNT_ALLOWLIST=str(self.top / "allowlist.json"),
         )
+        self.runs = self.top / "runs"
+        self.resident = {"NANOCLAW_RESIDENT": "600000", "NANOCLAW_RUNS_DIR": str(self.runs)}
 
     def cli(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "nanoclaw_runtimes_core", "--root", str(self.root), *args]
@@ -121,7 +126,20 @@ class Bench:
         )
 
     def remove(self) -> None:
+        from nanoclaw_runtimes_core.resident import control
+
+        if self.runs.is_dir():
+            control.stop(self.runs)
         shutil.rmtree(self.top, ignore_errors=True)
+
+    def wait_for_helper(self) -> None:
+        from nanoclaw_runtimes_core.resident import control
+
+        deadline = time.monotonic() + 30
+        while not (self.runs.is_dir() and control.helpers(self.runs)):
+            if time.monotonic() > deadline:
+                raise SystemExit("the resident helper did not start within 30 s")
+            time.sleep(0.05)
 
 
 def image_bare(bench: Bench, engine: str, image: str, *, agent: bool) -> Callable[[], list[str]]:
@@ -196,6 +214,8 @@ def measure(bench: Bench, engine: str, runs: int) -> dict[str, Any]:
         bare_true = image_bare(bench, engine, BUSYBOX, agent=False)
         bare_agent = image_bare(bench, engine, AGENT_IMAGE, agent=True)
     host_env = {**os.environ}
+    resident_true = {**env_true, **bench.resident}
+    resident_agent = {**env_agent, **bench.resident}
     runtimes = nc.Runtimes(bench.root, environ=env_true)
 
     def in_process() -> float:
@@ -210,10 +230,13 @@ def measure(bench: Bench, engine: str, runs: int) -> dict[str, Any]:
         "true: bare engine": lambda: timed(bare_true(), env=host_env),
         "agent: nanoclaw-runtimes": lambda: timed(ours_agent, env=env_agent, stdin=INPUT),
         "agent: bare engine": lambda: timed(bare_agent(), env=host_env, stdin=INPUT),
+        "true: resident helper": lambda: timed(ours_true, env=resident_true),
+        "agent: resident helper": lambda: timed(ours_agent, env=resident_agent, stdin=INPUT),
         "true: in process": in_process,
     }
-    for run in cases.values():  # warm-up: caches, byte code, images
+    for run in cases.values():  # warm-up: caches, byte code, images, the helper
         run()
+    bench.wait_for_helper()
     times: dict[str, list[float]] = {name: [] for name in cases}
     for i in range(runs):
         order = list(cases.items())
@@ -248,7 +271,7 @@ def main() -> int:
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    ok = True
+    ok = ok_resident = True
     print(f"median / p90 ms over {args.runs} runs each; goal: the CLI adds at most {GOAL_MS:g} ms")
     print(f"{'engine':<11} {'case':<26} {'median':>8} {'p90':>8} {'added':>8} {'ratio':>6}")
     for name, (median, p90) in results["floor"].items():
@@ -257,20 +280,26 @@ def main() -> int:
         if engine == "floor":
             continue
         for kind in ("true", "agent"):
-            ours, bare = found[f"{kind}: nanoclaw-runtimes"], found[f"{kind}: bare engine"]
-            added = ours[0] - bare[0]
-            ok = ok and added <= GOAL_MS
+            bare = found[f"{kind}: bare engine"]
             print(f"{engine:<11} {kind + ': bare engine':<26} {bare[0]:8.0f} {bare[1]:8.0f}")
-            print(
-                f"{engine:<11} {kind + ': nanoclaw-runtimes':<26} {ours[0]:8.0f} {ours[1]:8.0f} "
-                f"{added:+8.0f} {ours[0] / bare[0]:6.2f}"
-            )
+            for how in ("nanoclaw-runtimes", "resident helper"):
+                ours = found[f"{kind}: {how}"]
+                added = ours[0] - bare[0]
+                if how == "nanoclaw-runtimes":
+                    ok = ok and added <= GOAL_MS
+                else:
+                    ok_resident = ok_resident and added <= GOAL_MS
+                print(
+                    f"{engine:<11} {kind + ': ' + how:<26} {ours[0]:8.0f} {ours[1]:8.0f} "
+                    f"{added:+8.0f} {ours[0] / bare[0]:6.2f}"
+                )
         inproc, bare = found["true: in process"], found["true: bare engine"]
         print(
             f"{engine:<11} {'true: in process':<26} {inproc[0]:8.0f} {inproc[1]:8.0f} "
             f"{inproc[0] - bare[0]:+8.0f} {inproc[0] / bare[0]:6.2f}"
         )
-    print("goal met" if ok else "goal NOT met")
+    print(f"without the helper: goal {'met' if ok else 'NOT met'}")
+    print(f"with the resident helper: goal {'met' if ok_resident else 'NOT met'}")
     return 0
 
 

@@ -100,7 +100,10 @@ def run_via_helper(entry: str, argv: list[str]) -> int | None:
             sock.sendall(frame[sent:])
         except (OSError, wire.BadRequest):
             return None  # e.g. a standard descriptor is closed: the command itself copes
-        return _follow(sock)
+        status = _follow(sock)
+        if status is None:
+            start_helper(path, idle)  # this one was stale or refused: the next run has a fresh one
+        return status
     finally:
         sock.close()
 

@@ -1,13 +1,15 @@
 """The resident helper's process (see :mod:`nanoclaw_runtimes_core.resident`).
 
 ``python -c BOOT <socket> <idle ms>``, started by a launcher. One helper per socket (a lock
-next to it); it has no threads, so forking a worker per request is safe.
+next to it); it has no threads, so forking is safe. A worker is forked ahead (a *spare*)
+and waits on the socket itself, so no run waits for a fork.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import importlib
 import os
 import pkgutil
@@ -18,6 +20,7 @@ import struct
 import sys
 import threading
 import time
+from typing import NoReturn
 
 from . import wire
 
@@ -90,9 +93,14 @@ def _stamp(path: str) -> tuple[int, int, int] | None:
 
 
 class Helper:
+    """The helper: it keeps one spare worker forked ahead, waiting on the socket, so a run
+    never waits for a fork; it forks the next spare when one is taken, reaps workers and
+    tells a launcher how a worker that died without a word ended."""
+
     def __init__(self, path: str, idle_ms: int) -> None:
         self.path, self.idle_s = path, idle_ms / 1000
         self.workers: dict[int, socket.socket] = {}
+        self.spare = 0
         self.last_activity = time.monotonic()
         self.stopping = False
         self.snapshot: Snapshot | None = None
@@ -100,6 +108,9 @@ class Helper:
         self.lock_fd = -1
         self.bound = 0
         self.wake_r, self.wake_w = os.pipe()
+        # A spare reports on it when it takes a run (with the run's socket) or finds the
+        # helper stale.
+        self.reports, self.reporter = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
 
     def start(self) -> bool:
         """Take the helper's lock (False: another helper has it), load, listen."""
@@ -114,6 +125,9 @@ class Helper:
         os.write(self.lock_fd, f"{os.getpid()}\n".encode())
         loaded = preload()
         self.snapshot = Snapshot()
+        # What is loaded now stays: the collector of a worker never walks it, so the pages a
+        # worker shares with the helper stay shared instead of being copied on first touch.
+        gc.freeze()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -139,9 +153,10 @@ class Helper:
         self.stopping = True
 
     def serve(self) -> None:
-        assert self.listener is not None
         while not self.stopping:
             self._reap()
+            if not self.spare and not self.stopping:
+                self._fork_spare()
             timeout = None
             if not self.workers:
                 timeout = self.last_activity + self.idle_s - time.monotonic()
@@ -149,16 +164,46 @@ class Helper:
                     log("idle; exiting")
                     break
             try:
-                ready, _, _ = select.select([self.listener.fileno(), self.wake_r], [], [], timeout)
+                ready, _, _ = select.select([self.reports.fileno(), self.wake_r], [], [], timeout)
             except InterruptedError:
                 continue
             with contextlib.suppress(BlockingIOError):
                 os.read(self.wake_r, 512)
-            if self.listener.fileno() in ready:
-                with contextlib.suppress(OSError):
-                    conn, _ = self.listener.accept()
-                    self._take(conn)
+            if self.reports.fileno() in ready:
+                self._report()
         self._unlisten()
+        if self.spare:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.spare, signal.SIGKILL)  # it was waiting for a run, nothing else
+
+    def _fork_spare(self) -> None:
+        assert self.listener is not None and self.snapshot is not None
+        pid = os.fork()
+        if pid == 0:
+            for fd in (self.wake_r, self.wake_w, self.lock_fd):
+                os.close(fd)
+            self.reports.close()
+            spare(self.listener, self.reporter, self.snapshot, self.path, self.bound)
+        self.spare = pid
+
+    def _report(self) -> None:
+        """A spare took a run (``T<pid>`` with the run's socket) or found the helper stale."""
+        try:
+            message, fds, _, _ = socket.recv_fds(self.reports, 64, 1)
+        except OSError:
+            return
+        self.last_activity = time.monotonic()
+        text = message.decode("ascii", "replace")
+        if text.startswith("T") and text[1:].isdigit() and fds:
+            pid = int(text[1:])
+            self.workers[pid] = socket.socket(fileno=fds[0])
+            if pid == self.spare:
+                self.spare = 0  # the next one is forked at the top of the loop
+        else:
+            for fd in fds:
+                os.close(fd)
+        if text == "stale":
+            self.stopping = True
 
     def _unlisten(self) -> None:
         """Stop taking runs: the socket goes (if it is still ours), then the lock."""
@@ -172,41 +217,17 @@ class Helper:
             os.close(self.lock_fd)
             self.lock_fd = -1
 
-    def _take(self, conn: socket.socket) -> None:
-        self.last_activity = time.monotonic()
-        if not _same_user(conn):
-            log("refused a connection from another user")
-            conn.close()
-            return
-        assert self.snapshot is not None
-        stale = self.snapshot.changed()
-        if stale is not None:
-            log(f"stale ({stale} changed); exiting")
-            with contextlib.suppress(OSError):
-                wire.send_line(conn, "R")
-            conn.close()
-            self.stopping = True
-            self._unlisten()  # the next launcher starts a fresh helper at once
-            return
-        pid = os.fork()
-        if pid == 0:
-            keep = conn.fileno()
-            for fd in (self.wake_r, self.wake_w, self.lock_fd):
-                if fd >= 0 and fd != keep:
-                    os.close(fd)
-            if self.listener is not None:
-                self.listener.close()
-            work(conn)  # never returns
-        self.workers[pid] = conn
-
     def _reap(self) -> None:
-        while self.workers:
+        while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
+            if pid == self.spare:
+                self.spare = 0  # died waiting (killed?): another is forked
+                continue
             conn = self.workers.pop(pid, None)
             self.last_activity = time.monotonic()
             if conn is None:
@@ -234,45 +255,81 @@ def _same_user(conn: socket.socket) -> bool:
 # ----------------------------------------------------------------------------- a worker
 
 
-def work(conn: socket.socket) -> None:
-    """In the forked worker: take the caller's request and run it; never returns."""
-    status = 1
-    started = False
-    try:
-        signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        os.setsid()
-        request = _receive(conn)
-        if request is None:
+def spare(
+    listener: socket.socket, reporter: socket.socket, snapshot: Snapshot, path: str, bound: int
+) -> NoReturn:
+    """In a spare worker: wait for one run, report it to the helper, run it; never returns."""
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    os.setsid()
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            os._exit(1)
+        if _same_user(conn):
+            break
+        log("refused a connection from another user")
+        conn.close()
+    listener.close()
+    stale = snapshot.changed()
+    report = f"T{os.getpid()}" if stale is None else "stale"
+    with contextlib.suppress(OSError):
+        socket.send_fds(reporter, [report.encode()], [conn.fileno()])
+    reporter.close()
+    if stale is not None:
+        log(f"stale ({stale} changed); exiting")
+        with contextlib.suppress(OSError):
+            if os.stat(path).st_ino == bound:  # first: the launcher starts a fresh helper
+                os.unlink(path)
+        with contextlib.suppress(OSError):
             wire.send_line(conn, "R")
-            return
-        os.chdir(request.cwd)
-        os.umask(request.umask)
-        os.environ.clear()
-        os.environ.update(request.environ)
-        sys.argv = request.argv
-        sys.path[0] = request.first_path  # later imports look where the caller's would
-        _reopen_std_streams()
-        wire.send_line(conn, f"A{os.getpid()}")
-        started = True
-        relay = Relay(conn)
-        relay.start()
-        status = _run(request.entry)
-        _finish()
-        relay.finished = True
-        wire.send_line(conn, f"X{status}")
+        os._exit(0)
+    work(conn)
+
+
+def work(conn: socket.socket) -> NoReturn:
+    """In a worker that took a run: take the caller's request and run it; never returns."""
+    status = 1
+    try:
+        status = _serve(conn)
     except BaseException as exc:  # a worker always ends below, whatever happened
         with contextlib.suppress(BaseException):
-            if not started:
-                wire.send_line(conn, "R")
             log(f"worker failed: {type(exc).__name__}: {exc}")
     finally:
         with contextlib.suppress(BaseException):
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(status)
+
+
+def _serve(conn: socket.socket) -> int:
+    """The run's exit status; ``R`` to the launcher (it runs the command) if it never began."""
+    try:
+        request = _receive(conn)
+        if request is not None:
+            os.chdir(request.cwd)
+    except (OSError, ValueError):
+        request = None
+    if request is None:
+        wire.send_line(conn, "R")
+        return 1
+    os.umask(request.umask)
+    os.environ.clear()
+    os.environ.update(request.environ)
+    sys.argv = request.argv
+    sys.path[0] = request.first_path  # later imports look where the caller's would
+    _reopen_std_streams()
+    wire.send_line(conn, f"A{os.getpid()}")
+    relay = Relay(conn)
+    relay.start()
+    status = _run(request.entry)
+    _finish()
+    relay.finished = True
+    wire.send_line(conn, f"X{status}")
+    return status
 
 
 def _receive(conn: socket.socket) -> wire.Request | None:

@@ -84,7 +84,7 @@ def test_a_run_through_the_helper_is_the_run_without_it(resident: Resident) -> N
     # The helper ran them: the sandbox of a run is the helper's descendant, not the launcher's.
     proc = resident.popen("run", "dev", "--", "sh", "-c", "echo started; exec sleep 1031")
     assert proc.stdout is not None and proc.stdout.readline() == b"started\n"
-    sleeper = wait_until(lambda: [p for p in descendants(helper) if _argv(p) == "sleep 1031"])
+    sleeper = wait_until(lambda: _run_tree(helper, "sleep 1031"))
     assert not set(sleeper) & set(descendants(proc.pid))
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 130
@@ -100,8 +100,7 @@ def test_a_signal_to_the_launcher_stops_the_run_and_leaves_nothing(
     marker = f"sleep 10{how.value:02d}"
     proc = resident.popen("run", "dev", "--", "sh", "-c", f"echo started; exec {marker}")
     assert proc.stdout is not None and proc.stdout.readline() == b"started\n"
-    wait_until(lambda: [p for p in descendants(helper) if _argv(p) == marker])
-    tree = descendants(helper)
+    tree = wait_until(lambda: _run_tree(helper, marker))
     proc.send_signal(how)
     code = proc.wait(timeout=30)
     expected = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 143, signal.SIGKILL: -9}
@@ -181,6 +180,15 @@ def test_a_bad_idle_period_is_refused(resident: Resident) -> None:
     code, _, err = resident.run("run", "dev", "--", "true", NANOCLAW_RESIDENT="soon")
     assert code == 3
     assert "NANOCLAW_RESIDENT: expected milliseconds" in err and "'soon'" in err
+
+
+def _run_tree(helper: int, marker: str) -> list[int]:
+    """The worker of the helper whose sandbox runs ``marker``, with all it started."""
+    for worker in descendants(helper):
+        tree = [worker, *descendants(worker)]
+        if any(_argv(p) == marker for p in tree[1:]):
+            return tree
+    return []
 
 
 def _argv(pid: int) -> str:
