@@ -40,6 +40,8 @@ BOOT = (
     "from nanoclaw_runtimes_core.resident.server import main; main()"
 )
 CONFIG_ERROR = 3
+ANSWER_TIMEOUT_S = 5.0
+"""How long a helper may take to say it took the run (a spare waits for it: milliseconds)."""
 
 
 def idle_ms(text: str) -> int:
@@ -95,11 +97,9 @@ def run_via_helper(entry: str, argv: list[str]) -> int | None:
                 cwd=os.getcwd(),
                 umask=_umask(),
             )
-            fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2))
-            sent = sock.sendmsg([frame], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
-            sock.sendall(frame[sent:])
+            sock.sendall(frame)
         except (OSError, wire.BadRequest):
-            return None  # e.g. a standard descriptor is closed: the command itself copes
+            return None
         status = _follow(sock)
         if status is None:
             start_helper(path, idle)  # this one was stale or refused: the next run has a fresh one
@@ -115,40 +115,57 @@ def _umask() -> int:
 
 
 def _follow(sock: _socket.socket) -> int | None:
-    """Relay signals to the worker until it reports the run's end."""
+    """Wait for the worker's ``A``, commit with ``G``, then relay signals until the run's end.
+    Until ``G`` nothing runs: a launcher that gives up (no answer in time, a signal) leaves a
+    worker that never starts, so a command never runs twice."""
     pending: list[int] = []
-    started = False
+    committed = False
 
     def forward(signum: int, frame: object) -> None:
         pending.append(signum)
-        try:  # noqa: SIM105 (contextlib would cost the launcher its imports)
-            wire.send_line(sock, f"S{signum}")
-        except OSError:
-            pass
+        if committed:
+            try:  # noqa: SIM105 (contextlib would cost the launcher its imports)
+                wire.send_line(sock, f"S{signum}")
+            except OSError:
+                pass
 
     previous: dict[int, Callable[..., object] | int | None] = {
         sig: _signal.signal(sig, forward) for sig in FORWARDED
     }
     try:
         reader = wire.LineReader(sock)
+        sock.settimeout(ANSWER_TIMEOUT_S)
         while True:
             try:
                 line = reader.next()
+            except TimeoutError:
+                sys.stderr.write(
+                    f"nanoclaw-runtimes: warning: the resident helper did not answer within "
+                    f"{ANSWER_TIMEOUT_S:g} s; running without it\n"
+                )
+                line = None
             except OSError:
                 line = None
             if line is None:
-                if not started:
+                if not committed:
                     break
                 sys.stderr.write(
                     "nanoclaw-runtimes: the resident helper's process for this run ended "
                     "without an exit status\n"
                 )
                 return 1
-            if line.startswith("A"):
-                started = True
-            elif line == "R" and not started:
+            if line.startswith("A") and not committed:
+                if pending:
+                    break  # interrupted already: the worker is let go without running
+                try:
+                    _commit(sock)
+                except OSError:
+                    break  # e.g. a standard descriptor is closed: the command itself copes
+                committed = True
+                sock.settimeout(None)
+            elif line == "R" and not committed:
                 break
-            elif line[:1] in ("X", "K") and line[1:].isdigit():
+            elif committed and line[:1] in ("X", "K") and line[1:].isdigit():
                 code = int(line[1:])
                 if line[0] == "X":
                     return code
@@ -161,6 +178,12 @@ def _follow(sock: _socket.socket) -> int | None:
     if pending:  # interrupted before anything ran: as the command would have been
         return 130 if pending[0] == _signal.SIGINT else 128 + _signal.SIGTERM
     return None
+
+
+def _commit(sock: _socket.socket) -> None:
+    """``G``, with this process's stdin, stdout and stderr: the worker may run."""
+    fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2))
+    sock.sendmsg([b"G\n"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
 
 
 def start_helper(path: str, idle: int) -> None:

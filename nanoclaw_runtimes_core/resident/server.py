@@ -29,9 +29,27 @@ SKIPPED = ("testing", "__main__", "example_agent")
 RECEIVE_TIMEOUT_S = 10.0
 
 
+LOG_MAX = 2**20
+
+
 def log(message: str) -> None:
-    sys.stderr.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} [{os.getpid()}] {message}\n")
-    sys.stderr.flush()
+    """A line in the helper's log (the stderr it was started with; a worker's stderr is its
+    caller's, so the helper keeps its own copy)."""
+    line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} [{os.getpid()}] {message}\n"
+    with contextlib.suppress(OSError):
+        os.write(_LOG[0], line.encode("utf-8", "replace"))
+
+
+def _open_log() -> None:
+    """Keep the log on a descriptor of its own, and start it afresh past LOG_MAX."""
+    with contextlib.suppress(OSError):
+        if os.fstat(2).st_size > LOG_MAX:
+            os.ftruncate(2, 0)
+    with contextlib.suppress(OSError):
+        _LOG[0] = os.dup(2)
+
+
+_LOG = [2]
 
 
 # ----------------------------------------------------------------------------- what it loads
@@ -72,7 +90,8 @@ class Snapshot:
 
     def __init__(self) -> None:
         files: list[str] = [getattr(m, "__file__", None) or "" for m in list(sys.modules.values())]
-        self.stamps = {p: _stamp(p) for p in {*files, *sys.path} if p}
+        interpreter = [sys.executable, os.path.realpath(sys.executable)]
+        self.stamps = {p: _stamp(p) for p in {*files, *sys.path, *interpreter} if p}
 
     def changed(self) -> str | None:
         for path, stamp in self.stamps.items():
@@ -308,7 +327,7 @@ def work(conn: socket.socket) -> NoReturn:
 def _serve(conn: socket.socket) -> int:
     """The run's exit status; ``R`` to the launcher (it runs the command) if it never began."""
     try:
-        request = _receive(conn)
+        request = _receive_request(conn)
         if request is not None:
             os.chdir(request.cwd)
     except (OSError, ValueError):
@@ -316,14 +335,16 @@ def _serve(conn: socket.socket) -> int:
     if request is None:
         wire.send_line(conn, "R")
         return 1
+    wire.send_line(conn, f"A{os.getpid()}")
+    if not _receive_go(conn):
+        return 1  # the launcher gave up (or was interrupted) before the run: it never starts
     os.umask(request.umask)
     os.environ.clear()
     os.environ.update(request.environ)
     sys.argv = request.argv
     sys.path[0] = request.first_path  # later imports look where the caller's would
     _reopen_std_streams()
-    wire.send_line(conn, f"A{os.getpid()}")
-    relay = Relay(conn)
+    relay = Relay(wire.LineReader(conn))
     relay.start()
     status = _run(request.entry)
     _finish()
@@ -332,38 +353,57 @@ def _serve(conn: socket.socket) -> int:
     return status
 
 
-def _receive(conn: socket.socket) -> wire.Request | None:
-    """The request and its three descriptors, placed on 0, 1 and 2; None if malformed."""
+def _receive_request(conn: socket.socket) -> wire.Request | None:
+    """The request frame; None if it is malformed or for another interpreter."""
+    conn.settimeout(RECEIVE_TIMEOUT_S)
+    try:
+        head = _exactly(conn, 4)
+        size = int.from_bytes(head, "big") if head is not None else wire.MAX_REQUEST + 1
+        payload = _exactly(conn, size) if size <= wire.MAX_REQUEST else None
+    finally:
+        conn.settimeout(None)
+    if payload is None:
+        return None
+    try:
+        request = wire.Request(payload)
+    except wire.BadRequest as exc:
+        log(f"refused a request: {exc}")
+        return None
+    return request if request.ident == wire.identity(sys.path[1:]) else None
+
+
+def _exactly(conn: socket.socket, size: int) -> bytes | None:
+    chunks: list[bytes] = []
+    while size:
+        chunk = conn.recv(min(size, 65536))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def _receive_go(conn: socket.socket) -> bool:
+    """The launcher's ``G`` with its stdin, stdout and stderr, placed on 0, 1 and 2. They come
+    only now: a launcher that gave up before leaves none of its descriptors in flight."""
     conn.settimeout(RECEIVE_TIMEOUT_S)
     flags = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
-    head, ancillary, _, _ = conn.recvmsg(4, socket.CMSG_SPACE(3 * 4), flags)
     fds: list[int] = []
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds += [int.from_bytes(data[i : i + 4], sys.byteorder) for i in range(0, len(data), 4)]
     try:
-        if len(head) != 4 or len(fds) != 3:
-            return None
-        size = int.from_bytes(head, "big")
-        if size > wire.MAX_REQUEST:
-            return None
-        chunks: list[bytes] = []
-        while size:
-            chunk = conn.recv(min(size, 65536))
-            if not chunk:
-                return None
-            chunks.append(chunk)
-            size -= len(chunk)
-        try:
-            request = wire.Request(b"".join(chunks))
-        except wire.BadRequest as exc:
-            log(f"refused a request: {exc}")
-            return None
-        if request.ident != wire.identity(sys.path[1:]):
-            return None
+        data, ancillary, _, _ = conn.recvmsg(2, socket.CMSG_SPACE(3 * 4), flags)
+        for level, kind, raw in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                step = range(0, len(raw) - len(raw) % 4, 4)
+                fds += [int.from_bytes(raw[i : i + 4], sys.byteorder) for i in step]
+        if data == b"G":
+            data += conn.recv(1)
+        if data != b"G\n" or len(fds) != 3:
+            return False
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
-        return request
+        return True
+    except OSError:
+        return False
     finally:
         for fd in fds:
             os.close(fd)
@@ -425,9 +465,9 @@ class Relay(threading.Thread):
     """Turns the launcher's ``S<signal>`` lines into signals for the run; the launcher's end
     (it died) into one SIGTERM, so the run is stopped and cleaned up."""
 
-    def __init__(self, conn: socket.socket) -> None:
+    def __init__(self, reader: wire.LineReader) -> None:
         super().__init__(daemon=True, name="resident-relay")
-        self.reader = wire.LineReader(conn)
+        self.reader = reader
         self.finished = False
         self.terminated = False
         self.main = threading.main_thread().ident or 0
@@ -457,6 +497,7 @@ class Relay(threading.Thread):
 
 
 def main() -> None:
+    _open_log()
     path, idle = sys.argv[1], int(sys.argv[2])
     if wire.socket_path(os.path.dirname(path), wire.identity(sys.path[1:])) != path:
         log("this interpreter is not the one the socket is named for; exiting")

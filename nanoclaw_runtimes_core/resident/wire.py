@@ -2,12 +2,15 @@
 
 A request is one frame: a 4-byte big-endian length, then NUL-separated fields (no argv
 word, variable or path can hold a NUL): magic, identity, entry, the caller's ``sys.path[0]``,
-working folder, umask, argc, argv, then the environment as ``NAME=value``. It is sent with
-the caller's stdin, stdout and stderr as ``SCM_RIGHTS``. Answers and signals are short ASCII lines:
+working folder, umask, argc, argv, then the environment as ``NAME=value``. Then short ASCII
+lines:
 
-- helper → launcher: ``A`` (the run started), ``X<status>`` (it ended), ``K<signal>`` (its
-  process was killed by a signal), ``R`` (not started: run it yourself);
-- launcher → worker: ``S<signal>`` (a signal the launcher received).
+- worker → launcher: ``A<pid>`` (ready to run it), ``X<status>`` (it ended); the helper
+  says ``K<signal>`` for a worker killed by a signal, ``R`` for a request it will not run
+  (the launcher runs it itself);
+- launcher → worker: ``G`` after ``A``, carrying the launcher's stdin, stdout and stderr as
+  ``SCM_RIGHTS`` (only then does the run start), then ``S<signal>`` for each signal the
+  launcher receives.
 """
 
 from __future__ import annotations

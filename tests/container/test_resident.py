@@ -150,6 +150,27 @@ def test_a_helper_whose_code_changed_steps_aside(resident: Resident, tmp_path: P
     assert wait_until(resident.helper_pid, timeout=30) != old
 
 
+def test_a_helper_that_does_not_answer_is_passed_by_and_the_run_happens_once(
+    resident: Resident,
+) -> None:
+    helper = resident.ready()
+    frozen = [helper, *descendants(helper)]  # the helper and its spare
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        code, _, err = resident.run("run", "dev", "--", "sh", "-c", "echo ran >> runs.txt")
+        took = time.monotonic() - started
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    assert code == 0 and "did not answer within 5 s; running without it" in err, (err, took, frozen)
+    assert 5 <= took < 30
+    time.sleep(1.0)  # the spare, thawed, takes the abandoned request: it must not run it
+    assert (resident.project.root / "groups/dev/runs.txt").read_text() == "ran\n"
+    assert resident.run("run", "dev", "--", "true")[0] == 0
+
+
 def test_the_helper_ends_at_its_idle_end(project: TestProject, tmp_path: Path) -> None:
     resident = Resident(project, tmp_path / "runs", idle_ms=1500)
     try:
