@@ -32,8 +32,12 @@ PERIOD_US = 100_000
 KILL_WAIT_S = 0.5
 """How long :meth:`LimitPlan.kill_and_remove` keeps killing what is left in a cgroup."""
 JOIN_SCRIPT = (
-    'for f; do [ "$f" = -- ] && break; echo $$ > "$f" || exit 125; shift; done; shift; exec "$@"'
+    'for f; do [ "$f" = -- ] && break; echo {who} > "$f" || exit 125; shift; done; shift; exec "$@"'
 )
+"""The prefix's script; ``{who}`` is what it writes into each file. On cgroup v1 it writes 0
+(itself) into each ``tasks`` file: moving the calling thread alone skips the kernel's global
+lock, whose RCU grace period made each run wait 10-20 ms; ``sh`` has one thread, so the
+process is moved whole. On v2 it writes its pid into ``cgroup.procs``."""
 
 
 class LimitPlan(Record, frozen=False, kw_only=False):
@@ -118,7 +122,8 @@ def _v2(run: str, limits: Limits, plan: LimitPlan) -> bool:
     except OSError:
         return False
     plan.cgroups.append(cg)
-    plan.prefix = ["/bin/sh", "-c", JOIN_SCRIPT, "nanoclaw-limits", str(cg / "cgroup.procs"), "--"]
+    join = JOIN_SCRIPT.format(who="$$")
+    plan.prefix = ["/bin/sh", "-c", join, "nanoclaw-limits", str(cg / "cgroup.procs"), "--"]
     if limits.cpus is not None and _write(
         cg / "cpu.max", f"{int(limits.cpus * PERIOD_US)} {PERIOD_US}"
     ):
@@ -167,10 +172,10 @@ def _v1(run: str, limits: Limits, plan: LimitPlan) -> bool:
             what = f"{limits.pids} processes (cgroup v1)"
         if ok:
             plan.enforced.append(what)
-            joined.append(str(cg / "cgroup.procs"))
+            joined.append(str(cg / "tasks"))
     if not joined:
         return False
-    plan.prefix = ["/bin/sh", "-c", JOIN_SCRIPT, "nanoclaw-limits", *joined, "--"]
+    plan.prefix = ["/bin/sh", "-c", JOIN_SCRIPT.format(who="0"), "nanoclaw-limits", *joined, "--"]
     return True
 
 
