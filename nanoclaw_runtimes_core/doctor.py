@@ -14,6 +14,8 @@ from .settings.resolve import Resolved, resolve
 from .settings.values import to_json
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from .dispatch import Runtimes
 
 
@@ -76,6 +78,11 @@ def report(rt: Runtimes) -> dict[str, Any]:
         )
     else:
         lines.append("ok   limits: cpus, memory and processes can be enforced (cgroups)")
+
+    resident = _resident(rt.environ)
+    data["resident"] = resident
+    lines.append(resident["line"])
+    failures += resident["line"].startswith("FAIL")
 
     runtimes: list[dict[str, Any]] = []
     for info in rt.registry.infos():
@@ -170,3 +177,27 @@ def report(rt: Runtimes) -> dict[str, Any]:
     data["failures"] = failures
     data["lines"] = lines
     return data
+
+
+def _resident(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Whether runs go to a resident helper (``NANOCLAW_RESIDENT``), and the live ones."""
+    from .resident import control
+    from .resident.client import idle_ms
+    from .resident.wire import ENV
+
+    try:
+        idle = idle_ms(environ.get(ENV, ""))
+    except ValueError as exc:
+        return {"idleMs": None, "helpers": [], "line": f"FAIL {exc}"}
+    try:
+        live = [h.pid for h in control.helpers()]
+    except (OSError, ValueError):
+        live = []
+    if not idle:
+        line = f"--   resident helper: off ({ENV} unset or 0; see docs/resident.md)"
+    else:
+        line = (
+            f"ok   resident helper: on, stays {idle} ms after its last run; "
+            f"{len(live)} running (pids {', '.join(map(str, live)) or 'none yet'})"
+        )
+    return {"idleMs": idle or None, "helpers": live, "line": line}

@@ -67,12 +67,14 @@ def is_run(entry: str, words: list[str]) -> bool:
 def run_via_helper(entry: str, argv: list[str]) -> int | None:
     """Have the helper run ``argv`` and return its exit status; None when this process should
     run it itself (no helper yet, which it then starts; a stale one; not a ``run``)."""
+    if not is_run(entry, argv[1:]):
+        return None  # the command runs here (doctor says what is wrong with the setting)
     try:
         idle = idle_ms(os.environ.get(wire.ENV, ""))
     except ValueError as exc:
         sys.stderr.write(f"nanoclaw-runtimes: {exc}\n")
         return CONFIG_ERROR
-    if not idle or not is_run(entry, argv[1:]):
+    if not idle:
         return None
     try:
         folder = runs_folder()

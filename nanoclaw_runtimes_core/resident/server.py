@@ -498,6 +498,7 @@ class Relay(threading.Thread):
 
 def main() -> None:
     _open_log()
+    os.chdir("/")  # hold no folder of the launcher that started it (a worker takes its caller's)
     path, idle = sys.argv[1], int(sys.argv[2])
     if wire.socket_path(os.path.dirname(path), wire.identity(sys.path[1:])) != path:
         log("this interpreter is not the one the socket is named for; exiting")

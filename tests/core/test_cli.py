@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -131,6 +132,32 @@ def test_doctor_json_has_every_setting_with_where_it_came_from(
     assert report["settings"]["subproc"]["flavour"]["from"] == "default"
     assert report["groups"]["dev"] == {"ok": True, "runtime": "subproc"}
     assert code == 0, report["lines"]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected", "status"),
+    [
+        ("", "--   resident helper: off", 0),
+        ("90000", "ok   resident helper: on, stays 90000 ms", 0),
+        ("soon", "FAIL NANOCLAW_RESIDENT: expected milliseconds", 3),
+    ],
+)
+def test_doctor_says_whether_runs_go_to_a_resident_helper(
+    cli: Any,
+    dev: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    value: str,
+    expected: str,
+    status: int,
+) -> None:
+    monkeypatch.setenv("NANOCLAW_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("NANOCLAW_RESIDENT", value)
+    code, out, _err = cli("doctor", "--json")
+    report = json.loads(out)
+    assert any(line.startswith(expected) for line in report["lines"]), report["lines"]
+    assert report["resident"]["helpers"] == []
+    assert (code == 0) == (status == 0), report["lines"]
 
 
 def test_plugins_lists_healthy_runtimes_beside_a_broken_one(cli: Any, registry: Registry) -> None:
