@@ -9,6 +9,10 @@ import pytest
 
 pytest_plugins = ["nanoclaw_runtimes_core.testing"]
 
+# A developer's own NANOCLAW_RESIDENT would hand the suite's CLI runs to helpers that outlive
+# it; the tests of the helper set it themselves.
+os.environ.pop("NANOCLAW_RESIDENT", None)
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _session_cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
