@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +13,10 @@ pytest_plugins = ["nanoclaw_runtimes_core.testing"]
 # A developer's own NANOCLAW_RESIDENT would hand the suite's CLI runs to helpers that outlive
 # it; the tests of the helper set it themselves.
 os.environ.pop("NANOCLAW_RESIDENT", None)
+
+# Started in the background of a shell without job control, the suite inherits SIGINT ignored,
+# and so would every CLI it starts: the tests of Ctrl-C need Python's own handling of it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True, scope="session")
