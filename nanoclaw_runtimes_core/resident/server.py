@@ -66,7 +66,27 @@ def preload() -> int:
         packages.add(ep.value.partition(":")[0].strip().split(".")[0])
     for name in sorted(packages):
         _import_tree(name)
+    _describe_records()
     return len(sys.modules)
+
+
+def _describe_records() -> None:
+    """What every run works out again about the record classes (their field types, and the
+    settings they declare), worked out once: it depends on the code alone."""
+    from ..record import Record, field_types
+    from ..settings.fields import fields_of
+
+    seen: set[type] = set()
+    todo: list[type] = [Record]
+    while todo:
+        cls = todo.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        todo += cls.__subclasses__()
+        for describe in (field_types, fields_of):
+            with contextlib.suppress(Exception):  # a forward reference, or not settings
+                describe(cls)
 
 
 def _import_tree(name: str) -> None:
