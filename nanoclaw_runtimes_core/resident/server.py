@@ -27,14 +27,14 @@ from . import wire
 SKIPPED = ("testing", "__main__", "example_agent")
 """Modules a helper does not load ahead: the test kit and what runs inside sandboxes."""
 RECEIVE_TIMEOUT_S = 10.0
-
-
 LOG_MAX = 2**20
+"""Past this size the helper's log starts afresh."""
+_LOG = [2]
+"""The log's descriptor: a worker's stderr becomes its caller's, so the helper keeps a copy."""
 
 
 def log(message: str) -> None:
-    """A line in the helper's log (the stderr it was started with; a worker's stderr is its
-    caller's, so the helper keeps its own copy)."""
+    """A line in the helper's log (``<socket>.log``, the stderr it was started with)."""
     line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} [{os.getpid()}] {message}\n"
     with contextlib.suppress(OSError):
         os.write(_LOG[0], line.encode("utf-8", "replace"))
@@ -47,9 +47,6 @@ def _open_log() -> None:
             os.ftruncate(2, 0)
     with contextlib.suppress(OSError):
         _LOG[0] = os.dup(2)
-
-
-_LOG = [2]
 
 
 # ----------------------------------------------------------------------------- what it loads
@@ -219,6 +216,7 @@ class Helper:
         assert self.listener is not None and self.snapshot is not None
         pid = os.fork()
         if pid == 0:
+            signal.set_wakeup_fd(-1)  # before its descriptor goes
             for fd in (self.wake_r, self.wake_w, self.lock_fd):
                 os.close(fd)
             self.reports.close()
@@ -298,7 +296,6 @@ def spare(
     listener: socket.socket, reporter: socket.socket, snapshot: Snapshot, path: str, bound: int
 ) -> NoReturn:
     """In a spare worker: wait for one run, report it to the helper, run it; never returns."""
-    signal.set_wakeup_fd(-1)
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
