@@ -135,11 +135,7 @@ class Bench:
     def wait_for_helper(self) -> None:
         from nanoclaw_runtimes_core.resident import control
 
-        deadline = time.monotonic() + 30
-        while not (self.runs.is_dir() and control.helpers(self.runs)):
-            if time.monotonic() > deadline:
-                raise SystemExit("the resident helper did not start within 30 s")
-            time.sleep(0.05)
+        control.wait_for_helper(self.runs)
 
 
 def image_bare(bench: Bench, engine: str, image: str, *, agent: bool) -> Callable[[], list[str]]:

@@ -116,9 +116,11 @@ def main() -> int:
         print(rt.prepare(base_runtime="vibe", options={"minimal": True}))
         rt.execute("dev", command=["true"])  # the group's disk, the kernel cache, the KVM verdict
 
+        from nanoclaw_runtimes_core.resident import control
+
         resident = {**env, "NANOCLAW_RESIDENT": "600000"}
         cli_run(root, resident, ["run", "dev", "--", "true"])  # starts the helper
-        _wait_for_helper()
+        control.wait_for_helper()
         cold, cold_first, warm, warm_first, warm_exit = [], [], [], [], []
         res, res_first, res_exit = [], [], []
         for _ in range(args.cold):
@@ -194,16 +196,6 @@ def main() -> int:
                 print(f"clean-up of {g}: {exc}", file=sys.stderr)
         shutil.rmtree(root.parent, ignore_errors=True)
     return 0
-
-
-def _wait_for_helper() -> None:
-    from nanoclaw_runtimes_core.resident import control
-
-    deadline = time.monotonic() + 30
-    while not control.helpers():
-        if time.monotonic() > deadline:
-            raise SystemExit("the resident helper did not start within 30 s")
-        time.sleep(0.05)
 
 
 def _snake(data: dict[str, object]) -> dict[str, object]:

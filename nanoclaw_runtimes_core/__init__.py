@@ -63,7 +63,15 @@ if TYPE_CHECKING:
         StatsRequest,
         StatsRow,
     )
-    from .process import HOST_ENV, RunOutput, exit_status, find_program, host_env, run_process
+    from .process import (
+        HOST_ENV,
+        RunOutput,
+        exit_status,
+        find_program,
+        host_env,
+        resident_mb,
+        run_process,
+    )
     from .protocol import OUTPUT_END, OUTPUT_START, MarkerDecoder, encode_output
     from .record import Record
     from .runs import runs_dir
@@ -141,7 +149,15 @@ _EXPORTS: dict[str, str] = {
         "models",
     ),
     **dict.fromkeys(
-        ("HOST_ENV", "RunOutput", "exit_status", "find_program", "host_env", "run_process"),
+        (
+            "HOST_ENV",
+            "RunOutput",
+            "exit_status",
+            "find_program",
+            "host_env",
+            "resident_mb",
+            "run_process",
+        ),
         "process",
     ),
     **dict.fromkeys(("OUTPUT_END", "OUTPUT_START", "MarkerDecoder", "encode_output"), "protocol"),

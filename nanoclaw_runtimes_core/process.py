@@ -383,6 +383,18 @@ def _quietly(fn: Callable[[], None]) -> Callable[[], None]:
     return call
 
 
+def resident_mb(pid: int) -> float | None:
+    """A process's resident memory in MB (``VmRSS``), or None when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def exit_status(code: int | None) -> int:
     """A process's exit status as a shell reports it (a signal N is 128 + N)."""
     if code is None:
@@ -390,4 +402,12 @@ def exit_status(code: int | None) -> int:
     return 128 - code if code < 0 else code
 
 
-__all__ = ["HOST_ENV", "exit_status", "find_program", "host_env", "launch_prefix", "run_process"]
+__all__ = [
+    "HOST_ENV",
+    "exit_status",
+    "find_program",
+    "host_env",
+    "launch_prefix",
+    "resident_mb",
+    "run_process",
+]

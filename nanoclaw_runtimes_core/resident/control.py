@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..hostdirs import runs_folder
 from ..locks import is_held
+from ..process import resident_mb
 from ..record import Record
 
 
@@ -38,20 +39,10 @@ def helpers(folder: Path | None = None) -> list[HelperInfo]:
                     pid=int(text),
                     socket=lock.with_name(lock.name.removesuffix(".lock")),
                     started=started,
-                    rss_mb=_rss_mb(int(text)),
+                    rss_mb=resident_mb(int(text)),
                 )
             )
     return found
-
-
-def _rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError):
-        pass
-    return None
 
 
 def stop(folder: Path | None = None, *, wait_s: float = 10.0) -> list[HelperInfo]:
@@ -65,3 +56,15 @@ def stop(folder: Path | None = None, *, wait_s: float = 10.0) -> list[HelperInfo
     while time.monotonic() < deadline and any(is_held(lock) for lock in locks):
         time.sleep(0.02)
     return found
+
+
+def wait_for_helper(folder: Path | None = None, *, timeout_s: float = 30.0) -> HelperInfo:
+    """The first live helper in the runs folder, waiting for one to start; TimeoutError."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = helpers(folder) if folder is None or folder.is_dir() else []
+        if found:
+            return found[0]
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no resident helper started within {timeout_s:g} s")
+        time.sleep(0.05)

@@ -8,7 +8,6 @@ and waits on the socket itself, so no run waits for a fork.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gc
 import importlib
 import os
@@ -22,6 +21,7 @@ import threading
 import time
 from typing import NoReturn
 
+from ..locks import lock_fd
 from . import wire
 
 SKIPPED = ("testing", "__main__", "example_agent")
@@ -153,9 +153,7 @@ class Helper:
         self.lock_fd = os.open(
             self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
         )
-        try:
-            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not lock_fd(self.lock_fd, wait_s=0):
             return False
         os.ftruncate(self.lock_fd, 0)
         os.write(self.lock_fd, f"{os.getpid()}\n".encode())
@@ -375,8 +373,8 @@ def _receive_request(conn: socket.socket) -> wire.Request | None:
     conn.settimeout(RECEIVE_TIMEOUT_S)
     try:
         head = _exactly(conn, 4)
-        size = int.from_bytes(head, "big") if head is not None else wire.MAX_REQUEST + 1
-        payload = _exactly(conn, size) if size <= wire.MAX_REQUEST else None
+        size = int.from_bytes(head or b"", "big")
+        payload = _exactly(conn, size) if head and size <= wire.MAX_REQUEST else None
     finally:
         conn.settimeout(None)
     if payload is None:

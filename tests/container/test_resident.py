@@ -57,7 +57,7 @@ class Resident:
     def ready(self) -> int:
         """A helper that takes runs: the first run starts it (and runs itself)."""
         assert self.run("run", "dev", "--", "true")[0] == 0
-        pid = wait_until(self.helper_pid, timeout=30)
+        pid = control.wait_for_helper(self.runs).pid
         wait_until(lambda: list(self.runs.glob("resident-*.sock")), timeout=30)
         return pid
 
@@ -147,7 +147,7 @@ def test_a_helper_whose_code_changed_steps_aside(resident: Resident, tmp_path: P
     assert (code, out) == (0, "still-runs\n")  # it ran in the launcher itself
     wait_until(lambda: old not in live_pids(), timeout=15)
     assert resident.run("run", "dev", "--", "true")[0] == 0  # which starts a fresh helper
-    assert wait_until(resident.helper_pid, timeout=30) != old
+    assert control.wait_for_helper(resident.runs).pid != old
 
 
 def test_a_helper_that_does_not_answer_is_passed_by_and_the_run_happens_once(

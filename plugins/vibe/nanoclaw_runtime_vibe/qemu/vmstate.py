@@ -189,10 +189,4 @@ def qemu_pid(folder: Path) -> int | None:
 
 def rss_mb(pid: int | None) -> float:
     """Resident memory of a process in MB (0 when unknown)."""
-    if pid is None:
-        return 0.0
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    return (nc.resident_mb(pid) or 0.0) if pid is not None else 0.0
