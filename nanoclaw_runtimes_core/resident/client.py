@@ -165,8 +165,8 @@ def _follow(sock: _socket.socket) -> int | None:
                     break  # e.g. a standard descriptor is closed: the command itself copes
                 committed = True
                 sock.settimeout(None)
-            elif line == "R" and not committed:
-                break
+            elif line == "R":
+                break  # nothing ran (a stale helper says so even after G)
             elif committed and line[:1] in ("X", "K") and line[1:].isdigit():
                 code = int(line[1:])
                 if line[0] == "X":

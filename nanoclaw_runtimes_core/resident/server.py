@@ -19,10 +19,12 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import NoReturn
 
 from ..locks import lock_fd
 from . import wire
+from .prefault import prefault
 
 SKIPPED = ("testing", "__main__", "example_agent")
 """Modules a helper does not load ahead: the test kit and what runs inside sandboxes."""
@@ -298,6 +300,11 @@ def spare(
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     os.setsid()
+    # What a run would do first, done while nobody waits: its copy-on-write faults, and the
+    # start of the thread that relays the launcher's signals.
+    prefault()
+    relay = Relay()
+    relay.start()
     while True:
         try:
             conn, _ = listener.accept()
@@ -308,27 +315,30 @@ def spare(
         log("refused a connection from another user")
         conn.close()
     listener.close()
-    stale = snapshot.changed()
-    report = f"T{os.getpid()}" if stale is None else "stale"
     with contextlib.suppress(OSError):
-        socket.send_fds(reporter, [report.encode()], [conn.fileno()])
-    reporter.close()
-    if stale is not None:
-        log(f"stale ({stale} changed); exiting")
-        with contextlib.suppress(OSError):
-            if os.stat(path).st_ino == bound:  # first: the launcher starts a fresh helper
-                os.unlink(path)
-        with contextlib.suppress(OSError):
-            wire.send_line(conn, "R")
-        os._exit(0)
-    work(conn)
+        socket.send_fds(reporter, [f"T{os.getpid()}".encode()], [conn.fileno()])
+
+    def current() -> bool:
+        stale = snapshot.changed()
+        if stale is not None:
+            log(f"stale ({stale} changed); exiting")
+            with contextlib.suppress(OSError):
+                reporter.send(b"stale")
+            with contextlib.suppress(OSError):
+                if os.stat(path).st_ino == bound:  # first: the launcher starts a fresh helper
+                    os.unlink(path)
+        reporter.close()
+        return stale is None
+
+    work(conn, relay, current)
 
 
-def work(conn: socket.socket) -> NoReturn:
-    """In a worker that took a run: take the caller's request and run it; never returns."""
+def work(conn: socket.socket, relay: Relay, current: Callable[[], bool]) -> NoReturn:
+    """In a worker that took a run: take the caller's request and run it, unless ``current()``
+    says the helper is stale; never returns."""
     status = 1
     try:
-        status = _serve(conn)
+        status = _serve(conn, relay, current)
     except BaseException as exc:  # a worker always ends below, whatever happened
         with contextlib.suppress(BaseException):
             log(f"worker failed: {type(exc).__name__}: {exc}")
@@ -339,7 +349,7 @@ def work(conn: socket.socket) -> NoReturn:
         os._exit(status)
 
 
-def _serve(conn: socket.socket) -> int:
+def _serve(conn: socket.socket, relay: Relay, current: Callable[[], bool]) -> int:
     """The run's exit status; ``R`` to the launcher (it runs the command) if it never began."""
     try:
         request = _receive_request(conn)
@@ -351,6 +361,10 @@ def _serve(conn: socket.socket) -> int:
         wire.send_line(conn, "R")
         return 1
     wire.send_line(conn, f"A{os.getpid()}")
+    # Checked while the launcher answers: a stale helper still runs nothing.
+    if not current():
+        wire.send_line(conn, "R")
+        return 0
     if not _receive_go(conn):
         return 1  # the launcher gave up (or was interrupted) before the run: it never starts
     os.umask(request.umask)
@@ -359,8 +373,7 @@ def _serve(conn: socket.socket) -> int:
     sys.argv = request.argv
     sys.path[0] = request.first_path  # later imports look where the caller's would
     _reopen_std_streams()
-    relay = Relay(wire.LineReader(conn))
-    relay.start()
+    relay.follow(conn)
     status = _run(request.entry)
     _finish()
     relay.finished = True
@@ -478,16 +491,24 @@ def _finish() -> None:
 
 class Relay(threading.Thread):
     """Turns the launcher's ``S<signal>`` lines into signals for the run; the launcher's end
-    (it died) into one SIGTERM, so the run is stopped and cleaned up."""
+    (it died) into one SIGTERM, so the run is stopped and cleaned up. Started in the spare; it
+    waits for the run's socket (:meth:`follow`)."""
 
-    def __init__(self, reader: wire.LineReader) -> None:
+    def __init__(self) -> None:
         super().__init__(daemon=True, name="resident-relay")
-        self.reader = reader
+        self.reader: wire.LineReader | None = None
+        self.following = threading.Event()
         self.finished = False
         self.terminated = False
         self.main = threading.main_thread().ident or 0
 
+    def follow(self, conn: socket.socket) -> None:
+        self.reader = wire.LineReader(conn)
+        self.following.set()
+
     def run(self) -> None:
+        self.following.wait()
+        assert self.reader is not None
         while True:
             try:
                 line = self.reader.next()

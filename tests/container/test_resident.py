@@ -143,9 +143,12 @@ def test_a_helper_whose_code_changed_steps_aside(resident: Resident, tmp_path: P
     resident.env["PYTHONPATH"] = str(extra)  # a folder the helper imports from, as it was
     old = resident.ready()
     os.utime(extra, (time.time() + 5, time.time() + 5))  # as if a distribution was installed
-    code, out, _ = resident.run("run", "dev", "--", "echo", "still-runs")
+    command = "echo ran >> stale.txt; echo still-runs"
+    code, out, _ = resident.run("run", "dev", "--", "sh", "-c", command)
     assert (code, out) == (0, "still-runs\n")  # it ran in the launcher itself
     wait_until(lambda: old not in live_pids(), timeout=15)
+    # The stale worker said so after the launcher's G: it ran nothing, so the command ran once.
+    assert (resident.project.root / "groups/dev/stale.txt").read_text() == "ran\n"
     assert resident.run("run", "dev", "--", "true")[0] == 0  # which starts a fresh helper
     assert control.wait_for_helper(resident.runs).pid != old
 
