@@ -9,7 +9,7 @@
 #   bash scripts/engines.sh purge                   # stop, then delete ENGINES_DIR
 #
 # `start` prints only `export NAME=VALUE` lines on stdout (ENGINES_DIR, DOCKER_HOST,
-# CONTAINERS_CONF, CONTAINERS_STORAGE_CONF); progress goes to stderr. Running it again with the
+# CONTAINERS_CONF, CONTAINERS_STORAGE_CONF, NANOCLAW_ROOTLESS_USER); progress goes to stderr. Running it again with the
 # same ENGINES_DIR reuses the running dockerd and the images already imported.
 #
 # Images (in both engines):
@@ -26,8 +26,12 @@
 #                       contacted)
 #   ENGINES_INSTALL     1 (default): apt-get install missing packages; 0: fail instead
 #   ENGINES_STORAGE     overlay (default) or vfs, for both engines
+#   ENGINES_ROOTLESS_USER  the unprivileged user rootless Podman runs as (default
+#                       nanoclaw-rootless; made with subuids when missing; empty: none)
 #
-# Host changes, on purpose few: Debian packages get installed; dockerd runs with no iptables
+# Host changes, on purpose few: Debian packages get installed; for rootless Podman a user
+# (ENGINES_ROOTLESS_USER) is made, with 65536 subordinate uids and gids, a containers.conf and
+# its own image storage in its home, and /run/user/UID; dockerd runs with no iptables
 # rules, no bridge and ip_forward untouched; podman's default network is internal (no NAT), but
 # netavark sets net.ipv4.ip_forward=1 while a `podman build` runs, and `stop` puts the value
 # seen by the first `start` back. Everything else lives under ENGINES_DIR.
@@ -73,6 +77,7 @@ PCONF=$PODMAN/containers.conf
 PSTORE=$PODMAN/storage.conf
 TREES=$DIR/trees
 STORAGE=${ENGINES_STORAGE:-overlay}
+ROOTLESS_USER=${ENGINES_ROOTLESS_USER-nanoclaw-rootless}
 case $STORAGE in overlay | vfs) ;; *) fail "ENGINES_STORAGE must be overlay or vfs" ;; esac
 
 # A unix socket path holds at most 107 bytes; containerd's lives deepest.
@@ -82,6 +87,31 @@ IP_FORWARD=/proc/sys/net/ipv4/ip_forward
 
 dk() { env -u DOCKER_CONTEXT DOCKER_HOST="unix://$SOCK" docker "$@"; }
 pm() { CONTAINERS_CONF=$PCONF CONTAINERS_STORAGE_CONF=$PSTORE podman "$@"; }
+
+# ------------------------------------------------------------------------------ rootless podman
+# An unprivileged user with subordinate ids, its own containers.conf (the rootful settings but
+# the storage, which is its own) and the busybox image; its runtime folder is /run/user/UID.
+ru() {
+  local home uid
+  home=$(getent passwd "$ROOTLESS_USER" | cut -d: -f6)
+  uid=$(id -u "$ROOTLESS_USER")
+  runuser -u "$ROOTLESS_USER" -- env -i -C / HOME="$home" XDG_RUNTIME_DIR="/run/user/$uid" \
+    PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"
+}
+
+subids() { # subids FILE: give the user 65536 ids above every range already given
+  grep -q "^$ROOTLESS_USER:" "$1" 2>/dev/null && return 0
+  local start
+  start=$(awk -F: 'BEGIN { m = 100000 } { e = $2 + $3; if (e > m) m = e } END { print m }' "$1" 2>/dev/null || echo 100000)
+  echo "$ROOTLESS_USER:$start:65536" >>"$1"
+}
+
+stop_rootless() {
+  [ -n "$ROOTLESS_USER" ] && id "$ROOTLESS_USER" >/dev/null 2>&1 || return 0
+  # What its podman leaves behind: containers, then the pause process holding its namespace.
+  ru podman rm --all --force --time 0 >/dev/null 2>&1 || true
+  pkill -KILL -u "$ROOTLESS_USER" 2>/dev/null || true
+}
 
 # ------------------------------------------------------------------------------ stop / purge
 
@@ -170,6 +200,7 @@ stop_engines() {
   fi
   docker_leftovers
   rm -f "$PIDFILE" "$SOCK"
+  stop_rootless
   if [ -f "$PCONF" ] && command -v podman >/dev/null; then
     # Containers of this storage only (our config points podman at it), then what an
     # interrupted `podman build` may have left in the storage.
@@ -224,6 +255,8 @@ pkgs=(runc busybox-static python3 python3-pip-whl ca-certificates)
 # netavark by name: with --no-install-recommends apt would satisfy podman's network stack with
 # containernetworking-plugins (CNI), whose default bridge adds NAT and firewall rules.
 [ $want_podman = 0 ] || pkgs+=(podman netavark catatonit iptables)
+# Rootless podman: newuidmap/newgidmap, and a venv of Debian's python3 for the user's CLI.
+[ $want_podman = 0 ] || [ -z "$ROOTLESS_USER" ] || pkgs+=(uidmap python3-venv)
 missing=()
 for p in "${pkgs[@]}"; do installed "$p" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -654,6 +687,33 @@ start_podman() {
   say "podman: $v ready (storage in $PODMAN)"
 }
 
+# ------------------------------------------------------------------------------ rootless podman
+start_rootless() {
+  local home uid conf t
+  t=$(now_ms)
+  if ! id "$ROOTLESS_USER" >/dev/null 2>&1; then
+    useradd --create-home --shell /usr/sbin/nologin "$ROOTLESS_USER" ||
+      fail "could not create the rootless podman user $ROOTLESS_USER"
+    say "podman (rootless): made user $ROOTLESS_USER"
+  fi
+  subids /etc/subuid
+  subids /etc/subgid
+  home=$(getent passwd "$ROOTLESS_USER" | cut -d: -f6)
+  uid=$(id -u "$ROOTLESS_USER")
+  install -d -m 0700 -o "$uid" -g "$(id -g "$ROOTLESS_USER")" "/run/user/$uid"
+  conf=$(sed -e '/^events_logfile_path/d' -e '/^tmp_dir/d' -e '/^\[network\]/,$d' "$PCONF")
+  ru mkdir -p "$home/.config/containers"
+  printf '%s\n' "$conf" | ru sh -c "cat >'$home/.config/containers/containers.conf'"
+  if [ "$(ru podman image inspect --format "{{index .Labels \"$LABEL\"}}" nanoclaw-test/busybox:latest 2>/dev/null)" != "$BB_STAMP" ]; then
+    build_busybox_tree
+    tar -C "$TREES/busybox" -cf - . |
+      ru podman import --quiet -c 'ENV PATH=/bin' -c 'CMD ["/bin/sh"]' -c "LABEL $LABEL=$BB_STAMP" \
+        - nanoclaw-test/busybox:latest >"$LOGS/rootless.log" 2>&1 ||
+      fail "rootless podman could not import the busybox image; see $LOGS/rootless.log"
+  fi
+  say "podman (rootless): user $ROOTLESS_USER ready in $(($(now_ms) - t)) ms"
+}
+
 # ------------------------------------------------------------------------------ main
 BB_STAMP=$(busybox_recipe)
 PY_STAMP=$(python_recipe)
@@ -668,6 +728,7 @@ if [ $want_podman = 1 ]; then
   engines+=(podman)
 fi
 provide_images "${engines[@]}"
+if [ $want_podman = 1 ] && [ -n "$ROOTLESS_USER" ]; then start_rootless; fi
 if [ -n "$PIP_PID" ]; then wait "$PIP_PID" || true; fi # started for a tree no image needed
 say "ready in $(($(now_ms) - t_start)) ms"
 
@@ -676,4 +737,5 @@ if [ $want_docker = 1 ]; then printf 'export DOCKER_HOST=%q\n' "unix://$SOCK"; f
 if [ $want_podman = 1 ]; then
   printf 'export CONTAINERS_CONF=%q\n' "$PCONF"
   printf 'export CONTAINERS_STORAGE_CONF=%q\n' "$PSTORE"
+  if [ -n "$ROOTLESS_USER" ]; then printf 'export NANOCLAW_ROOTLESS_USER=%q\n' "$ROOTLESS_USER"; fi
 fi
