@@ -130,13 +130,28 @@ def _is_ours(pid: int, folder: Path) -> bool:
 
 
 def wait_gone(folder: Path, timeout: float) -> bool:
-    """Wait until the VM of ``folder`` has ended; whether it did."""
+    """Wait until the VM of ``folder`` has ended; whether it did. Ended means its watcher has
+    exited too: at a clean power-off the watcher removes the folder, its owner file first,
+    while it still holds the disk's lock."""
+    watcher = int(read_json(folder / META).get("pid") or 0)
     deadline = time.monotonic() + timeout
-    while alive(folder):
+    while alive(folder) or _running(watcher):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.02)
     return True
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie holds no descriptor, so it is not)."""
+    if pid <= 1:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rpartition(b")")[2].split()[:1]
+    except OSError:
+        return False
+    return state != [b"Z"]
 
 
 def kill(folder: Path) -> None:
@@ -160,9 +175,10 @@ def kill(folder: Path) -> None:
 
 
 def remove(folder: Path) -> None:
-    """Remove a dead VM's folder."""
-    if not alive(folder):
-        nc.remove_tree(folder)
+    """Remove a dead VM's folder (its watcher may be removing it at the same time)."""
+    if wait_gone(folder, 5.0):
+        with contextlib.suppress(FileNotFoundError):
+            nc.remove_tree(folder)
 
 
 def describe_end(folder: Path) -> str:
