@@ -69,6 +69,7 @@ if TYPE_CHECKING:
         exit_status,
         find_program,
         host_env,
+        pid_running,
         resident_mb,
         run_process,
     )
@@ -155,6 +156,7 @@ _EXPORTS: dict[str, str] = {
             "exit_status",
             "find_program",
             "host_env",
+            "pid_running",
             "resident_mb",
             "run_process",
         ),

@@ -383,6 +383,22 @@ def _quietly(fn: Callable[[], None]) -> Callable[[], None]:
     return call
 
 
+def pid_running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie holds no descriptor, so it is not)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError, IndexError), open(f"/proc/{pid}/stat", "rb") as stat:
+        if stat.read().rpartition(b")")[2].split()[0] == b"Z":
+            return False
+    return True
+
+
 def resident_mb(pid: int) -> float | None:
     """A process's resident memory in MB (``VmRSS``), or None when it cannot be read."""
     try:
@@ -408,6 +424,7 @@ __all__ = [
     "find_program",
     "host_env",
     "launch_prefix",
+    "pid_running",
     "resident_mb",
     "run_process",
 ]

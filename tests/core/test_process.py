@@ -61,3 +61,18 @@ def test_a_missing_program_raises_file_not_found() -> None:
     for program in ("/nonexistent/program", "no-such-program-anywhere"):
         with pytest.raises(FileNotFoundError):
             _run([program])
+
+
+def test_pid_running_is_false_for_an_ended_process_and_a_zombie() -> None:
+    import os
+    import subprocess
+
+    assert nc.pid_running(os.getpid()) and nc.pid_running(1)
+    child = subprocess.Popen(["true"])
+    deadline = time.monotonic() + 10
+    while nc.pid_running(child.pid) and time.monotonic() < deadline:  # a zombie until reaped
+        time.sleep(0.01)
+    assert not nc.pid_running(child.pid)
+    child.wait()
+    assert not nc.pid_running(child.pid)
+    assert not nc.pid_running(0)

@@ -186,19 +186,6 @@ def _is_keeper(pid: int) -> bool:
     return marker in out
 
 
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError, IndexError):
-        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
-
-
 def _memory_mb(pgid: int) -> float:
     """Resident memory of a process group (vibe and what it started), in MB."""
     if sys.platform.startswith("linux"):
@@ -826,7 +813,7 @@ class VibeEngine:
             if not record or record.get("project") != str(project.root) or not vm.alive():
                 continue
             vibe = vm.pids().get("vibe")
-            if vm.exit_info() is not None or not isinstance(vibe, int) or not _running(vibe):
+            if vm.exit_info() is not None or not isinstance(vibe, int) or not nc.pid_running(vibe):
                 continue  # vibe has ended (or not started yet); its keeper is cleaning up
             found.append(
                 WarmVm(

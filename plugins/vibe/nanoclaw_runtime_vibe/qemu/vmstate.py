@@ -135,23 +135,11 @@ def wait_gone(folder: Path, timeout: float) -> bool:
     while it still holds the disk's lock."""
     watcher = int(read_json(folder / META).get("pid") or 0)
     deadline = time.monotonic() + timeout
-    while alive(folder) or _running(watcher):
+    while alive(folder) or nc.pid_running(watcher):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.02)
     return True
-
-
-def _running(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie holds no descriptor, so it is not)."""
-    if pid <= 1:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            state = stat.read().rpartition(b")")[2].split()[:1]
-    except OSError:
-        return False
-    return state != [b"Z"]
 
 
 def kill(folder: Path) -> None:
@@ -170,13 +158,13 @@ def kill(folder: Path) -> None:
     from . import virtiofs
 
     virtiofs.stop([int(p) for p in meta.get("daemons", [])])
-    wait_gone(folder, 10.0)
-    remove(folder)
+    remove(folder, wait_s=10.0)
 
 
-def remove(folder: Path) -> None:
-    """Remove a dead VM's folder (its watcher may be removing it at the same time)."""
-    if wait_gone(folder, 5.0):
+def remove(folder: Path, *, wait_s: float = 5.0) -> None:
+    """Remove a dead VM's folder, once it has ended (within ``wait_s``); its watcher may be
+    removing it at the same time."""
+    if wait_gone(folder, wait_s):
         with contextlib.suppress(FileNotFoundError):
             nc.remove_tree(folder)
 
